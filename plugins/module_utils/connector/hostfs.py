@@ -1,0 +1,150 @@
+# -*- coding: utf-8 -*-
+# Copyright: brick.storage contributors
+# Apache License 2.0 (see LICENSE)
+"""The one place where the connector reads and writes sysfs, /dev, /proc and /etc/iscsi.
+
+All paths in this API are host-absolute (``/sys/block/sda/size``).  ``HostFS(root)`` prepends
+``root`` (default ``/``, or the environment variable ``BRICK_STORAGE_ROOT``), so the same code
+runs on a real host and on a simulated one.  Symbolic links are resolved *inside* the root.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import fnmatch
+import os
+
+ROOT_ENV = "BRICK_STORAGE_ROOT"
+
+
+class HostFS(object):
+    def __init__(self, root=None):
+        root = root or os.environ.get(ROOT_ENV) or "/"
+        self.root = os.path.abspath(root)
+        self._real = self.root == "/"
+
+    # -- path mapping ---------------------------------------------------------------------
+    def path(self, p):
+        """Filesystem path of host path ``p``."""
+        if self._real:
+            return p
+        return self.root + p if p.startswith("/") else os.path.join(self.root, p)
+
+    def host(self, real):
+        """Host path of filesystem path ``real`` (inverse of :meth:`path`)."""
+        if self._real:
+            return real
+        if real == self.root:
+            return "/"
+        if real.startswith(self.root + "/"):
+            return real[len(self.root):]
+        return real
+
+    # -- reading --------------------------------------------------------------------------
+    def read(self, p, default=None):
+        """Content of ``p`` with surrounding white space stripped, or ``default``."""
+        try:
+            with open(self.path(p), "r") as f:
+                return f.read().strip()
+        except (IOError, OSError, UnicodeDecodeError):
+            return default
+
+    def read_int(self, p, default=None):
+        v = self.read(p)
+        try:
+            return int(v)
+        except (TypeError, ValueError):
+            return default
+
+    def lines(self, p):
+        v = self.read(p)
+        return v.splitlines() if v else []
+
+    def exists(self, p):
+        return os.path.exists(self.path(p))
+
+    def lexists(self, p):
+        return os.path.lexists(self.path(p))
+
+    def isdir(self, p):
+        return os.path.isdir(self.path(p))
+
+    def islink(self, p):
+        return os.path.islink(self.path(p))
+
+    def listdir(self, p):
+        """Sorted entries of directory ``p``; [] when it does not exist."""
+        try:
+            return sorted(os.listdir(self.path(p)))
+        except OSError:
+            return []
+
+    def match(self, directory, pattern):
+        """Entries of ``directory`` matching a shell pattern (no recursion, cheap)."""
+        return [e for e in self.listdir(directory) if fnmatch.fnmatchcase(e, pattern)]
+
+    def readlink(self, p):
+        try:
+            return os.readlink(self.path(p))
+        except OSError:
+            return None
+
+    def realpath(self, p):
+        """Resolve every symbolic link in ``p`` inside the root; returns a host path."""
+        if self._real:
+            return os.path.realpath(p)
+        parts = [x for x in p.split("/") if x]
+        resolved = "/"
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            if part == ".":
+                continue
+            if part == "..":
+                resolved = os.path.dirname(resolved) or "/"
+                continue
+            cand = os.path.join(resolved, part)
+            real = self.path(cand)
+            if os.path.islink(real):
+                hops += 1
+                if hops > 40:
+                    raise OSError(errno.ELOOP, "too many links", p)
+                target = os.readlink(real)
+                if target.startswith("/"):
+                    resolved = "/"
+                parts = [x for x in target.split("/") if x] + parts
+            else:
+                resolved = cand
+        return resolved
+
+    def basename_of_link(self, p):
+        """Base name of what link ``p`` points to (``../../sdb`` -> ``sdb``), or None."""
+        t = self.readlink(p)
+        return os.path.basename(t) if t else None
+
+    # -- writing --------------------------------------------------------------------------
+    def write(self, p, data):
+        """Write ``data`` to an existing attribute/file ``p`` (as ``echo data > p``)."""
+        with open(self.path(p), "w") as f:
+            f.write(data)
+
+    def unlink(self, p):
+        """Remove file or link ``p``; True if it was removed, False if it was not there."""
+        try:
+            os.unlink(self.path(p))
+            return True
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return False
+            raise
+
+    def open_exclusive(self, p):
+        """Try an O_EXCL open of block device ``p``: None if it worked, else the errno name."""
+        try:
+            fd = os.open(self.path(p), os.O_RDONLY | os.O_EXCL | getattr(os, "O_CLOEXEC", 0))
+        except OSError as e:
+            return errno.errorcode.get(e.errno, str(e.errno))
+        os.close(fd)
+        return None

@@ -1,0 +1,166 @@
+# -*- coding: utf-8 -*-
+# Copyright: brick.storage contributors
+# Apache License 2.0 (see LICENSE)
+"""Input validation shared by every module: bad input fails here, before any command runs."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+
+from .errors import InvalidInput
+
+DEFAULT_PORT = 3260
+MAX_LUN = 0xFFFFFFFF
+
+_IQN = re.compile(r"^iqn\.\d{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[^\s]+)?$")
+_EUI = re.compile(r"^eui\.[0-9A-Fa-f]{16}$")
+_NAA = re.compile(r"^naa\.([0-9A-Fa-f]{16}|[0-9A-Fa-f]{32})$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
+_IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
+_IPV6_CHARS = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$")
+# Names of devices, maps and ifaces: no shell metacharacters, no white space, no traversal.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+@=-]*$")
+_SAFE_PATH_CHARS = re.compile(r"^/[A-Za-z0-9_./:+@=,-]*$")
+
+
+def iqn(value, what="target IQN"):
+    v = (value or "").strip()
+    if not v:
+        raise InvalidInput("%s is empty" % what)
+    if v.lower().startswith("iqn."):
+        # RFC 3720: case-insensitive; the naming authority must be lowercase after normalisation.
+        if not _IQN.match(v.lower()) or any(c.isspace() for c in v):
+            raise InvalidInput("%s '%s' is malformed" % (what, v),
+                               hint="expected iqn.YYYY-MM.reversed.domain[:identifier]")
+        return v
+    if _EUI.match(v) or _NAA.match(v):
+        return v
+    raise InvalidInput("%s '%s' is malformed" % (what, v),
+                       hint="expected iqn.YYYY-MM.domain[:id], eui.<16 hex> or naa.<16|32 hex>")
+
+
+def _is_ipv6(addr):
+    if not _IPV6_CHARS.match(addr) or addr.count(":") < 2:
+        return False
+    core = addr.split("%", 1)[0]
+    if core.count("::") > 1:
+        return False
+    groups = core.split(":")
+    if "." in groups[-1]:
+        if not _IPV4.match(groups[-1]):
+            return False
+        groups = groups[:-1] + ["0", "0"]
+    if "::" not in core and len(groups) != 8:
+        return False
+    return all(len(g) <= 4 and all(c in "0123456789abcdefABCDEF" for c in g) for g in groups if g)
+
+
+def _is_ipv4(addr):
+    m = _IPV4.match(addr)
+    return bool(m) and all(0 <= int(g) <= 255 for g in m.groups())
+
+
+def port(value, what="port"):
+    try:
+        p = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise InvalidInput("%s '%s' is not a number" % (what, value))
+    if not 1 <= p <= 65535:
+        raise InvalidInput("%s %s is out of range 1-65535" % (what, p))
+    return p
+
+
+class Portal(object):
+    """A validated portal.  ``str(portal)`` is iscsiadm's form (``[addr]:port`` for IPv6)."""
+
+    __slots__ = ("host", "port", "ipv6")
+
+    def __init__(self, host, port_, ipv6=False):
+        self.host = host
+        self.port = port_
+        self.ipv6 = ipv6
+
+    def __str__(self):
+        if self.ipv6:
+            return "[%s]:%d" % (self.host, self.port)
+        return "%s:%d" % (self.host, self.port)
+
+    __repr__ = __str__
+
+    @property
+    def bypath(self):
+        """Form used by udev in /dev/disk/by-path names (IPv6 without brackets)."""
+        return "%s:%d" % (self.host, self.port)
+
+    def __eq__(self, other):
+        return isinstance(other, Portal) and (self.host.lower(), self.port) == (other.host.lower(), other.port)
+
+    def __hash__(self):
+        return hash((self.host.lower(), self.port))
+
+
+def portal(value, what="portal"):
+    v = (value or "").strip() if isinstance(value, str) else value
+    if not v or not isinstance(v, str):
+        raise InvalidInput("%s is empty" % what)
+    if v.startswith("["):
+        end = v.find("]")
+        if end < 0:
+            raise InvalidInput("%s '%s' has an unclosed '['" % (what, v))
+        host, rest = v[1:end], v[end + 1:]
+        if not _is_ipv6(host):
+            raise InvalidInput("%s '%s': '%s' is not an IPv6 address" % (what, v, host))
+        if rest and not rest.startswith(":"):
+            raise InvalidInput("%s '%s' is malformed" % (what, v), hint="use [addr]:port")
+        return Portal(host.lower(), port(rest[1:], what + " port") if rest else DEFAULT_PORT, True)
+    if v.count(":") > 1:
+        if _is_ipv6(v):
+            return Portal(v.lower(), DEFAULT_PORT, True)
+        raise InvalidInput("%s '%s' is malformed" % (what, v),
+                           hint="write IPv6 portals in brackets: [addr]:port")
+    host, _, p = v.partition(":")
+    if _IPV4.match(host):
+        if not _is_ipv4(host):
+            raise InvalidInput("%s '%s': '%s' is not a valid IPv4 address" % (what, v, host))
+    elif not _HOSTNAME.match(host):
+        raise InvalidInput("%s '%s': '%s' is not a valid address or host name" % (what, v, host))
+    if _ and not p:
+        raise InvalidInput("%s '%s' has an empty port" % (what, v))
+    return Portal(host, port(p, what + " port") if p else DEFAULT_PORT, False)
+
+
+def lun(value, what="LUN"):
+    if isinstance(value, bool):
+        raise InvalidInput("%s must be an integer, not a boolean" % what)
+    try:
+        n = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise InvalidInput("%s '%s' is not an integer" % (what, value))
+    if not 0 <= n <= MAX_LUN:
+        raise InvalidInput("%s %s is out of range 0-%d" % (what, n, MAX_LUN))
+    return n
+
+
+def name(value, what="name"):
+    v = (value or "")
+    if not isinstance(v, str) or not _SAFE_NAME.match(v) or len(v) > 255:
+        raise InvalidInput("%s '%s' contains characters that are not allowed" % (what, value))
+    return v
+
+
+def device_path(value, what="device"):
+    """A block device path: must be absolute, under /dev, normalised, with no metacharacters."""
+    v = value if isinstance(value, str) else ""
+    if not v:
+        raise InvalidInput("%s is empty" % what)
+    if "\x00" in v or not _SAFE_PATH_CHARS.match(v):
+        raise InvalidInput("%s '%s' contains characters that are not allowed" % (what, value),
+                           hint="give a path such as /dev/sdb or /dev/disk/by-id/...")
+    parts = v.split("/")
+    if ".." in parts or "." in parts or "//" in v:
+        raise InvalidInput("%s '%s' is not a normalised path (no '.', '..' or '//')" % (what, v))
+    if not v.startswith("/dev/") or v == "/dev/":
+        raise InvalidInput("%s '%s' is not under /dev" % (what, v))
+    return v.rstrip("/")
