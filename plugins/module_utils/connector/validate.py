@@ -14,15 +14,15 @@ from .errors import InvalidInput
 DEFAULT_PORT = 3260
 MAX_LUN = 0xFFFFFFFF
 
-_IQN = re.compile(r"^iqn\.\d{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[^\s]+)?$")
-_EUI = re.compile(r"^eui\.[0-9A-Fa-f]{16}$")
-_NAA = re.compile(r"^naa\.([0-9A-Fa-f]{16}|[0-9A-Fa-f]{32})$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
-_IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
-_IPV6_CHARS = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$")
+_IQN = re.compile(r"^iqn\.\d{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[^\s]+)?\Z")
+_EUI = re.compile(r"^eui\.[0-9A-Fa-f]{16}\Z")
+_NAA = re.compile(r"^naa\.([0-9A-Fa-f]{16}|[0-9A-Fa-f]{32})\Z")
+_HOSTNAME = re.compile(r"^(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\Z")
+_IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\Z")
+_IPV6_CHARS = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\Z")
 # Names of devices, maps and ifaces: no shell metacharacters, no white space, no traversal.
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+@=-]*$")
-_SAFE_PATH_CHARS = re.compile(r"^/[A-Za-z0-9_./:+@=,-]*$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+@=-]*\Z")
+_SAFE_PATH_CHARS = re.compile(r"^/[A-Za-z0-9_./:+@=,-]*\Z")
 
 
 def iqn(value, what="target IQN"):

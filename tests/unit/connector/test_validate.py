@@ -35,7 +35,7 @@ def test_iqn_ok(text):
 
 
 @pytest.mark.parametrize("text", ["", "iqn", "iqn.2003-13.org.x", "iqn.03-01.org.x", "iqn.2003-01.", "iqn.2003-01.org.x:a b",
-                                  "eui.123", "naa.xyz", "target1", "iqn.2003-01.org.x;reboot"])
+                                  "eui.123", "naa.xyz", "target1", "iqn.2003-01.org.x;reboot", "iqn.2003-01.org.x:t\n"])
 def test_iqn_bad(text):
     with pytest.raises(InvalidInput):
         v.iqn(text)
@@ -60,7 +60,7 @@ def test_device_path_ok(path):
 
 
 @pytest.mark.parametrize("path", ["", "sdb", "/tmp/x", "/etc/passwd", "/dev/../etc/passwd", "/dev/./sdb", "/dev//sdb",
-                                  "/dev/sdb;reboot", "/dev/$(id)", "/dev/sd b", "/dev/sdb\x00", "/dev/`id`", "/dev/",
+                                  "/dev/sdb;reboot", "/dev/$(id)", "/dev/sdb\n", "/dev/sdb\n;reboot", "/dev/sd b", "/dev/sdb\x00", "/dev/`id`", "/dev/",
                                   "/devx/sdb", None])
 def test_device_path_bad(path):
     with pytest.raises(InvalidInput):
