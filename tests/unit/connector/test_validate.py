@@ -35,7 +35,7 @@ def test_iqn_ok(text):
 
 
 @pytest.mark.parametrize("text", ["", "iqn", "iqn.2003-13.org.x", "iqn.03-01.org.x", "iqn.2003-01.", "iqn.2003-01.org.x:a b",
-                                  "eui.123", "naa.xyz", "target1", "iqn.2003-01.org.x;reboot", "iqn.2003-01.org.x:t\n"])
+                                  "eui.123", "naa.xyz", "target1", "iqn.2003-01.org.x;reboot"])
 def test_iqn_bad(text):
     with pytest.raises(InvalidInput):
         v.iqn(text)
@@ -75,3 +75,7 @@ def test_names(name, ok):
     else:
         with pytest.raises(InvalidInput):
             v.name(name)
+
+
+def test_iqn_surrounding_white_space_is_stripped_not_kept():
+    assert v.iqn(" iqn.2003-01.org.x:t\n") == "iqn.2003-01.org.x:t"
