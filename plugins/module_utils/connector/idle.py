@@ -1,0 +1,509 @@
+# -*- coding: utf-8 -*-
+# Copyright: brick.storage contributors
+# Apache License 2.0 (see LICENSE)
+"""Is a block device idle, and waiting until it is.
+
+A device is *idle* when all of these hold, for the device itself and for each of its partitions
+(``sdb1``... from sysfs; for a device-mapper map, the kpartx partition maps that hold it):
+
+* no process has it open (``fuser`` when present, else a scan of ``/proc/*/fd``);
+* no other block device holds it (``/sys/class/block/X/holders``: LVM/dm, md raid, ...);
+* it is not mounted (``/proc/self/mountinfo``, matched by major:minor and by source);
+* it is not an active swap area (``/proc/swaps``);
+* optionally, an exclusive (``O_EXCL``) open succeeds.
+
+:func:`wait_idle` checks at once and returns as soon as the device is idle; otherwise it checks
+again every ``interval`` seconds (on a fixed schedule, so it reacts within one interval of the
+release) and raises :class:`DeviceBusy` naming every blocker when its retries or time run out.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import time
+
+from .errors import CommandError, CommandNotFound, DeviceBusy, DeviceNotFound, InvalidInput
+from .hostfs import HostFS
+from .validate import device_path
+
+FUSER = "fuser"
+FUSER_TIMEOUT = 10.0
+USE_FUSER = ("auto", "always", "never")
+KINDS = ("process", "holder", "mount", "swap", "exclusive_open")
+# psmisc prints access letters after a PID in some modes (c e f F r m); busybox prints PIDs only.
+_ACCESS_LETTERS = "cefFrmM"
+_MISSING_MARKERS = ("does not exist", "no such file")
+
+
+# -- parsing ------------------------------------------------------------------------------------
+def parse_fuser(stdout, stderr=""):
+    """PIDs reported by one ``fuser <dev>`` call (psmisc or busybox output).
+
+    psmisc writes ``<name>:`` (and access letters) to stderr and `` 1234 5678`` to stdout;
+    busybox writes ``1234 5678`` to stdout.  A ``name:`` prefix on stdout is tolerated too.
+    Returns a sorted list of unique ints.
+    """
+    pids = set()
+    for line in (stdout or "").splitlines():
+        if ":" in line:
+            head, _, tail = line.rpartition(":")
+            if not head.strip().isdigit():
+                line = tail
+        for tok in line.split():
+            tok = tok.rstrip(_ACCESS_LETTERS)
+            if tok.isdigit():
+                pids.add(int(tok))
+    return sorted(pids)
+
+
+def fuser_says_missing(stderr, path):
+    """True when fuser's stderr says that ``path`` itself does not exist (psmisc: "Specified
+    filename X does not exist."; busybox: "can't stat 'X': No such file or directory").  Warnings
+    about other files (a process exiting during the scan) do not count."""
+    for line in (stderr or "").splitlines():
+        low = line.lower()
+        if path in line and "/proc/" not in line and any(m in low for m in _MISSING_MARKERS):
+            return True
+    return False
+
+
+def _unescape_mount(field):
+    """Undo the octal escapes of /proc/*/mountinfo (``\\040`` = space)."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        c = field[i]
+        digits = field[i + 1:i + 4]
+        if c == "\\" and len(digits) == 3 and all(x in "01234567" for x in digits):
+            out.append(chr(int(digits, 8)))
+            i += 4
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text):
+    """[(major:minor, mountpoint, source)] from /proc/self/mountinfo text."""
+    out = []
+    for line in (text or "").splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        source = None
+        if "-" in fields[6:]:
+            sep = fields.index("-", 6)
+            if len(fields) > sep + 2:
+                source = _unescape_mount(fields[sep + 2])
+        out.append((fields[2], _unescape_mount(fields[4]), source))
+    return out
+
+
+def parse_mounts(text):
+    """[(None, mountpoint, source)] from /proc/mounts text (fallback when mountinfo is absent)."""
+    out = []
+    for line in (text or "").splitlines():
+        fields = line.split()
+        if len(fields) >= 2:
+            out.append((None, _unescape_mount(fields[1]), _unescape_mount(fields[0])))
+    return out
+
+
+def parse_swaps(text):
+    """Swap area file names from /proc/swaps text."""
+    out = []
+    for line in (text or "").splitlines()[1:]:
+        fields = line.split()
+        if fields:
+            out.append(_unescape_mount(fields[0]))
+    return out
+
+
+# -- the device and its partitions --------------------------------------------------------------
+class _Dev(object):
+    """One block device under inspection: its /dev path(s), sysfs name and major:minor."""
+
+    __slots__ = ("path", "name", "majmin", "aliases")
+
+    def __init__(self, path, name, majmin, aliases=()):
+        self.path = path          # what we report (/dev/sdb1, /dev/mapper/mpatha-part1)
+        self.name = name          # sysfs name (sdb1, dm-4)
+        self.majmin = majmin      # "8:17" or None
+        self.aliases = set(aliases) | {path, "/dev/" + name}
+
+
+def _sysfs(name):
+    return "/sys/class/block/" + name
+
+
+def _dm_name(fs, name):
+    return fs.read(_sysfs(name) + "/dm/name")
+
+
+def _dm_uuid(fs, name):
+    return fs.read(_sysfs(name) + "/dm/uuid") or ""
+
+
+def resolve(dev, fs):
+    """Validate ``dev`` and return ``(resolved /dev path, sysfs name)``; raises before any I/O
+    on bad input and DeviceNotFound when the device does not exist."""
+    path = device_path(dev)
+    if path.strip() != path or "\n" in path:
+        # validate's character class ends in ``$``, which also matches before a final newline.
+        raise InvalidInput("device %r contains characters that are not allowed" % (dev,),
+                           hint="give a path such as /dev/sdb or /dev/disk/by-id/...")
+    if not fs.lexists(path):
+        raise DeviceNotFound("device %s does not exist" % path,
+                             hint="check the path; for a new LUN or partition wait until udev created it",
+                             device=path)
+    real = fs.realpath(path)
+    if not fs.exists(real) or not real.startswith("/dev/"):
+        raise DeviceNotFound("device %s is a dangling link (points to %s, which does not exist)"
+                             % (path, real), hint="the device went away; rescan or re-attach it",
+                             device=path)
+    name = os.path.basename(real)
+    if not fs.exists(_sysfs(name)):
+        raise DeviceNotFound("%s (%s) is not a block device known to the kernel (no %s)"
+                             % (path, real, _sysfs(name)),
+                             hint="give a disk, partition or device-mapper path", device=path)
+    return real, name
+
+
+def _is_partition_holder(fs, holder):
+    return _dm_uuid(fs, holder).startswith("part")
+
+
+def partitions_of(fs, name):
+    """[_Dev] for the partitions of block device ``name``: sysfs partitions (sdb1...) and, for a
+    dm map, the kpartx maps holding it (dm uuid ``partN-...``), reported as /dev/mapper/<name>."""
+    out = []
+    base = _sysfs(name)
+    for entry in fs.listdir(base):
+        if fs.exists("%s/%s/partition" % (base, entry)):
+            out.append(_Dev("/dev/" + entry, entry, fs.read("%s/%s/dev" % (base, entry))))
+    for holder in fs.listdir(base + "/holders"):
+        if holder.startswith("dm-") and _is_partition_holder(fs, holder):
+            mname = _dm_name(fs, holder)
+            path = "/dev/mapper/" + mname if mname else "/dev/" + holder
+            out.append(_Dev(path, holder, fs.read(_sysfs(holder) + "/dev")))
+    return out
+
+
+def _tree(fs, real, name):
+    """The device followed by its partitions (recursively, each once)."""
+    root = _Dev(real, name, fs.read(_sysfs(name) + "/dev"))
+    devs, seen, todo = [], set(), [root]
+    while todo:
+        d = todo.pop(0)
+        if d.name in seen:
+            continue
+        seen.add(d.name)
+        devs.append(d)
+        todo.extend(partitions_of(fs, d.name))
+    return devs
+
+
+# -- the individual checks ----------------------------------------------------------------------
+def _proc_info(fs, pid):
+    comm = fs.read("/proc/%d/comm" % pid) or ""
+    raw = fs.read("/proc/%d/cmdline" % pid) or ""
+    cmdline = " ".join(a for a in raw.split("\x00") if a)
+    return comm, cmdline
+
+
+def _process_blocker(fs, dev, pid):
+    comm, cmdline = _proc_info(fs, pid)
+    return {"kind": "process", "device": dev.path, "pid": pid, "comm": comm,
+            "cmdline": cmdline or comm}
+
+
+def scan_proc(fs, devs):
+    """Processes holding any of ``devs`` open, from /proc/<pid>/fd links: [blocker]."""
+    want = {}
+    for d in devs:
+        for a in d.aliases:
+            want[a] = d
+    me = os.getpid() if fs.root == "/" else None
+    out, seen = [], set()
+    for entry in fs.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        if pid == me:
+            continue
+        fddir = "/proc/%s/fd" % entry
+        for fd in fs.listdir(fddir):
+            target = fs.readlink("%s/%s" % (fddir, fd))
+            if not target or not target.startswith("/dev/"):
+                continue
+            if target.endswith(" (deleted)"):
+                target = target[:-10]
+            d = want.get(target)
+            if d is None and (target.startswith("/dev/mapper/") or target.startswith("/dev/disk/")):
+                d = want.get(fs.realpath(target))
+            if d is not None and (pid, d.name) not in seen:
+                seen.add((pid, d.name))
+                out.append(_process_blocker(fs, d, pid))
+    return out
+
+
+def run_fuser(fs, runner, devs, timeout=FUSER_TIMEOUT):
+    """Processes holding any of ``devs`` open, one ``fuser <dev>`` per device: [blocker].
+
+    Raises CommandNotFound / CommandError / CommandTimeout (the caller decides on a fallback).
+    """
+    out = []
+    for d in devs:
+        node = "/dev/" + d.name  # the kernel node (a /dev/mapper name may be a link)
+        res = runner.run([FUSER, node], ok_codes=(0, 1), timeout=timeout)
+        pids = parse_fuser(res.stdout, res.stderr)
+        if not pids and res.rc == 1 and fuser_says_missing(res.stderr, node):
+            if fs.exists(node):
+                # fuser looks at another /dev than we do (a real fuser under BRICK_STORAGE_ROOT):
+                # its answer is worthless; "auto" falls back to the /proc scan.
+                raise CommandError(res.argv, res.rc, res.stdout, res.stderr,
+                                   hint="fuser does not see %s although it exists" % node)
+            raise DeviceNotFound("device %s disappeared while checking it" % d.path, device=d.path,
+                                 hint="the device or partition node went away; check udev and the path")
+        for pid in pids:
+            out.append(_process_blocker(fs, d, pid))
+    return out
+
+
+def check_holders(fs, devs):
+    """Block devices (dm, md, ...) stacked on any of ``devs``; kpartx partition maps are
+    partitions (inspected themselves), not blockers."""
+    out = []
+    for d in devs:
+        for holder in fs.listdir(_sysfs(d.name) + "/holders"):
+            if holder.startswith("dm-") and _is_partition_holder(fs, holder):
+                continue
+            b = {"kind": "holder", "device": d.path, "holder": holder}
+            hname = _dm_name(fs, holder)
+            if hname:
+                b["holder_name"] = hname
+            out.append(b)
+    return out
+
+
+def check_mounts(fs, devs):
+    text = fs.read("/proc/self/mountinfo")
+    entries = parse_mountinfo(text) if text else parse_mounts(fs.read("/proc/mounts"))
+    by_mm = dict((d.majmin, d) for d in devs if d.majmin)
+    by_path = {}
+    for d in devs:
+        for a in d.aliases:
+            by_path[a] = d
+    out = []
+    for majmin, mnt, source in entries:
+        d = by_mm.get(majmin) if majmin else None
+        if d is None and source and source.startswith("/dev/"):
+            d = by_path.get(source)
+            if d is None and fs.lexists(source):
+                d = by_path.get(fs.realpath(source))
+        if d is not None:
+            out.append({"kind": "mount", "device": d.path, "mountpoint": mnt})
+    return out
+
+
+def check_swaps(fs, devs):
+    by_path = {}
+    for d in devs:
+        for a in d.aliases:
+            by_path[a] = d
+    out = []
+    for name in parse_swaps(fs.read("/proc/swaps")):
+        d = by_path.get(name)
+        if d is None and name.startswith("/dev/") and fs.lexists(name):
+            d = by_path.get(fs.realpath(name))
+        if d is not None:
+            out.append({"kind": "swap", "device": d.path})
+    return out
+
+
+def check_exclusive(fs, devs):
+    """Try an O_EXCL open of each device.  A dm map whose kpartx partitions exist is skipped:
+    the partition maps claim it by design, and they are tried themselves."""
+    out = []
+    for d in devs:
+        if d.name.startswith("dm-") and any(
+                _is_partition_holder(fs, h) for h in fs.listdir(_sysfs(d.name) + "/holders")):
+            continue
+        err = fs.open_exclusive("/dev/" + d.name)
+        if err:
+            out.append({"kind": "exclusive_open", "device": d.path, "error": err})
+    return out
+
+
+# -- one check and the wait ---------------------------------------------------------------------
+def _fuser_mode(use_fuser):
+    if use_fuser is True:
+        return "always"
+    if use_fuser is False:
+        return "never"
+    if use_fuser in USE_FUSER:
+        return use_fuser
+    raise InvalidInput("use_fuser '%s' is not one of auto, always, never" % (use_fuser,))
+
+
+class _Checker(object):
+    """State kept across the checks of one wait (the fuser decision, the runner)."""
+
+    def __init__(self, fs, runner, mode, exclusive, fuser_timeout):
+        self.fs = fs
+        self.runner = runner
+        self.mode = mode
+        self.exclusive = exclusive
+        self.fuser_timeout = fuser_timeout
+        self.use_fuser = False
+        if mode != "never":
+            if runner is None:
+                from .runner import Runner
+                self.runner = runner = Runner()
+            if runner.which(FUSER):
+                self.use_fuser = True
+            elif mode == "always":
+                raise CommandNotFound(
+                    FUSER, hint="install psmisc (or busybox fuser), or set use_fuser to auto/never "
+                                "to scan /proc instead")
+
+    def check(self, real, name):
+        fs = self.fs
+        if not fs.exists(real):
+            raise DeviceNotFound("device %s disappeared while waiting for it to become idle" % real,
+                                 device=real, hint="the device went away; rescan or re-attach it")
+        devs = _tree(fs, real, name)
+        method = "proc"
+        procs = None
+        if self.use_fuser:
+            try:
+                procs = run_fuser(fs, self.runner, devs, self.fuser_timeout)
+                method = "fuser"
+            except (CommandNotFound, CommandError):
+                if self.mode == "always":
+                    raise
+                procs = None
+        if procs is None:
+            procs = scan_proc(fs, devs)
+        blockers = (procs + check_holders(fs, devs) + check_mounts(fs, devs)
+                    + check_swaps(fs, devs))
+        if self.exclusive and not blockers:
+            blockers = check_exclusive(fs, devs)
+        return blockers, method, [d.path for d in devs[1:]]
+
+
+def _check_numbers(interval, max_retries, timeout):
+    try:
+        interval = float(interval)
+    except (TypeError, ValueError):
+        raise InvalidInput("interval '%s' is not a number" % (interval,))
+    if not interval > 0:
+        raise InvalidInput("interval must be greater than 0, got %s" % interval)
+    if isinstance(max_retries, bool):
+        raise InvalidInput("max_retries must be an integer, not a boolean")
+    try:
+        max_retries = int(max_retries)
+    except (TypeError, ValueError):
+        raise InvalidInput("max_retries '%s' is not an integer" % (max_retries,))
+    if max_retries < 0:
+        raise InvalidInput("max_retries must be 0 or more, got %d" % max_retries)
+    if timeout is not None:
+        try:
+            timeout = float(timeout)
+        except (TypeError, ValueError):
+            raise InvalidInput("timeout '%s' is not a number" % (timeout,))
+        if timeout < 0:
+            raise InvalidInput("timeout must be 0 or more, got %s" % timeout)
+    return interval, max_retries, timeout
+
+
+def inspect(dev, exclusive=False, use_fuser="auto", fs=None, runner=None,
+            fuser_timeout=FUSER_TIMEOUT):
+    """One check, no wait: ``{idle, device, method, blockers, partitions}``."""
+    mode = _fuser_mode(use_fuser)
+    fs = fs or HostFS()
+    real, name = resolve(dev, fs)
+    checker = _Checker(fs, runner, mode, exclusive, fuser_timeout)
+    blockers, method, parts = checker.check(real, name)
+    return {"idle": not blockers, "device": real, "method": method, "blockers": blockers,
+            "partitions": parts}
+
+
+def describe(blocker):
+    """One line for a blocker, as shown in failure messages."""
+    k = blocker.get("kind")
+    dev = blocker.get("device")
+    if k == "process":
+        cmd = blocker.get("cmdline") or blocker.get("comm") or "?"
+        return "pid %s (%s) has %s open: %s" % (blocker.get("pid"), blocker.get("comm") or "?", dev, cmd)
+    if k == "holder":
+        name = blocker.get("holder_name")
+        return "%s is held by %s%s" % (dev, blocker.get("holder"), " (%s)" % name if name else "")
+    if k == "mount":
+        return "%s is mounted on %s" % (dev, blocker.get("mountpoint"))
+    if k == "swap":
+        return "%s is an active swap area" % dev
+    if k == "exclusive_open":
+        return "exclusive open of %s failed: %s" % (dev, blocker.get("error"))
+    return "%s: %s" % (k, dev)
+
+
+_HINTS = {
+    "process": "stop the listed processes (or wait for them)",
+    "holder": "remove the stacked device (vgchange -an / dmsetup remove / mdadm --stop)",
+    "mount": "unmount it",
+    "swap": "swapoff it",
+    "exclusive_open": "something claims it exclusively (a kernel user not visible in /proc)",
+}
+
+
+def wait_idle(dev, interval=1.0, max_retries=20, timeout=None, exclusive=False, use_fuser="auto",
+              fs=None, runner=None, sleep=time.sleep, clock=time.monotonic,
+              fuser_timeout=FUSER_TIMEOUT):
+    """Wait until ``dev`` is idle; returns ``{idle, device, waited, checks, method, blockers,
+    partitions}``.
+
+    The first check runs at once; then one check every ``interval`` seconds (fixed schedule),
+    ``max_retries`` more at most, or, when ``timeout`` is given, until ``timeout`` seconds have
+    passed (``timeout`` overrides ``max_retries``).  Raises DeviceBusy naming every blocker.
+    """
+    interval, max_retries, timeout = _check_numbers(interval, max_retries, timeout)
+    mode = _fuser_mode(use_fuser)
+    fs = fs or HostFS()
+    real, name = resolve(dev, fs)
+    checker = _Checker(fs, runner, mode, exclusive, fuser_timeout)
+    t0 = clock()
+    checks = 0
+    while True:
+        blockers, method, parts = checker.check(real, name)
+        checks += 1
+        waited = clock() - t0
+        if not blockers:
+            return {"idle": True, "device": real, "waited": round(waited, 3), "checks": checks,
+                    "method": method, "blockers": [], "partitions": parts}
+        nxt = t0 + checks * interval
+        if timeout is not None:
+            if waited >= timeout:
+                break
+            nxt = min(nxt, t0 + timeout)
+        elif checks > max_retries:
+            break
+        pause = nxt - clock()
+        if pause > 0:
+            sleep(pause)
+    kinds = []
+    for b in blockers:
+        if b["kind"] not in kinds:
+            kinds.append(b["kind"])
+    budget = ("timeout %ss" % timeout) if timeout is not None else (
+        "%d retries every %ss" % (max_retries, interval))
+    raise DeviceBusy(
+        "device %s is still busy after %d checks in %.1fs (%s): %s"
+        % (real, checks, waited, budget, "; ".join(describe(b) for b in blockers)),
+        hint="; ".join(_HINTS[k] for k in kinds if k in _HINTS)
+        + "; or allow more time (interval/max_retries/timeout)",
+        device=real, waited=round(waited, 3), checks=checks, method=method, blockers=blockers,
+        partitions=parts)

@@ -1,0 +1,158 @@
+# -*- coding: utf-8 -*-
+# Copyright: brick.storage contributors
+# Apache License 2.0 (see LICENSE)
+"""block_device_idle through the module's main(), against the simulated host."""
+
+import importlib
+import json
+import os
+import sys
+import tempfile
+import time
+
+import pytest
+
+ansible = pytest.importorskip("ansible")
+from ansible.module_utils.testing import patch_module_args  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def _import_module():
+    name = "ansible_collections.brick.storage.plugins.modules.block_device_idle"
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        pass
+    top = tempfile.mkdtemp(prefix="brick-coll-")
+    os.makedirs(os.path.join(top, "ansible_collections", "brick"))
+    os.symlink(REPO, os.path.join(top, "ansible_collections", "brick", "storage"))
+    sys.path.insert(0, top)
+    importlib.invalidate_caches()
+    for mod in [m for m in sys.modules if m == "ansible_collections" or m.startswith("ansible_collections.")]:
+        if not getattr(sys.modules[mod], "__file__", None) and mod.count(".") < 3:
+            del sys.modules[mod]
+    return importlib.import_module(name)
+
+
+@pytest.fixture(scope="module")
+def module():
+    return _import_module()
+
+
+def run_module(module, capsys, args, check_mode=False):
+    """Run main() with ``args``; returns (failed, result dict)."""
+    args = dict(args)
+    if check_mode:
+        args["_ansible_check_mode"] = True
+    with patch_module_args(args):
+        with pytest.raises(SystemExit) as exc:
+            module.main()
+    out = json.loads(capsys.readouterr().out)
+    return exc.value.code != 0, out
+
+
+@pytest.fixture
+def trap_bin(tmp_path):
+    """A PATH whose fuser (and everything else we might run) records that it ran."""
+    bindir = tmp_path / "trapbin"
+    bindir.mkdir()
+    marker = tmp_path / "ran"
+    for tool in ("fuser", "udevadm", "blockdev", "lsof"):
+        p = bindir / tool
+        p.write_text("#!/bin/sh\necho \"$0 $*\" >> %s\nexit 1\n" % marker)
+        p.chmod(0o755)
+    return str(bindir), marker
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "/dev/../etc/shadow", "/dev/sdb;reboot", "/dev/$(reboot)",
+                                 "/dev/sd b", "/dev/`id`"])
+def test_bad_path_fails_before_anything_runs(module, capsys, monkeypatch, tmp_path, trap_bin, bad):
+    bindir, marker = trap_bin
+    monkeypatch.setenv("PATH", bindir)
+    monkeypatch.setenv("BRICK_STORAGE_ROOT", str(tmp_path))
+    failed, res = run_module(module, capsys, {"device": bad, "use_fuser": "always"})
+    assert failed
+    assert res["error"] == "InvalidInput"
+    assert not marker.exists()
+    assert res["changed"] is False
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    """A host tree (the connector tests' MiniHost) the module sees through BRICK_STORAGE_ROOT."""
+    from unit.connector.test_idle import MiniHost
+    h = MiniHost(tmp_path / "root")
+    monkeypatch.setenv("BRICK_STORAGE_ROOT", h.root)
+    monkeypatch.setenv("PATH", h.bindir + os.pathsep + "/usr/bin:/bin")
+    yield h
+    for t in h._timers:
+        t.cancel()
+
+
+def test_idle_device(module, capsys, host):
+    dev = host.add_disk()
+    host.add_partition(dev, 1)
+    host.add_partition(dev, 2)
+    failed, res = run_module(module, capsys, {"device": "/dev/disk/by-id/scsi-36001405sdb"})
+    assert not failed and res["changed"] is False
+    assert res["idle"] is True and res["checks"] == 1 and res["method"] == "fuser"
+    assert res["device"] == "/dev/sdb" and res["partitions"] == ["/dev/sdb1", "/dev/sdb2"]
+    assert res["blockers"] == []
+
+
+def test_waits_for_release(module, capsys, host):
+    dev = host.add_disk()
+    host.hold_open(dev, 88, "udisksd", seconds=0.6)
+    failed, res = run_module(module, capsys, {"device": dev, "interval": 0.2, "use_fuser": "never"})
+    assert not failed and res["idle"] and res["method"] == "proc"
+    assert 0.6 <= res["waited"] <= 0.85 and res["checks"] in (4, 5)
+
+
+def test_busy_device_failure_message(module, capsys, host):
+    dev = host.add_disk()
+    part = host.add_partition(dev, 1)
+    host.hold_open(part, 4242, "dd", cmdline="dd if=/dev/zero of=/dev/sdb1 bs=1M")
+    host.mount(part, "/mnt/old")
+    failed, res = run_module(module, capsys, {"device": dev, "interval": 0.05, "max_retries": 3})
+    assert failed and res["changed"] is False
+    assert res["error"] == "DeviceBusy" and res["checks"] == 4
+    assert "pid 4242 (dd) has /dev/sdb1 open: dd if=/dev/zero of=/dev/sdb1 bs=1M" in res["msg"]
+    assert "/dev/sdb1 is mounted on /mnt/old" in res["msg"]
+    assert "unmount" in res["msg"]
+    assert {b["kind"] for b in res["blockers"]} == {"process", "mount"}
+
+
+def test_check_mode_inspects_once_and_does_not_fail(module, capsys, host):
+    dev = host.add_disk()
+    host.hold_open(dev, 5, "blkid")
+    t0 = time.monotonic()
+    failed, res = run_module(module, capsys, {"device": dev, "interval": 5, "max_retries": 20}, check_mode=True)
+    assert time.monotonic() - t0 < 1.0
+    assert not failed and res["changed"] is False
+    assert res["idle"] is False and res["checks"] == 1 and res["waited"] == 0.0
+    assert res["blockers"][0]["pid"] == 5
+    # 2.19+ returns structured warnings (dicts); older cores return strings
+    assert any("check mode does not wait" in str(w) for w in res.get("warnings", []))
+
+
+def test_check_mode_still_fails_for_a_missing_device(module, capsys, host):
+    failed, res = run_module(module, capsys, {"device": "/dev/sdz"}, check_mode=True)
+    assert failed and res["error"] == "DeviceNotFound" and "does not exist" in res["msg"]
+
+
+def test_fuser_always_without_fuser(module, capsys, host, monkeypatch, tmp_path):
+    dev = host.add_disk()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    failed, res = run_module(module, capsys, {"device": dev, "use_fuser": "always"})
+    assert failed and res["error"] == "CommandNotFound" and "'fuser' was not found" in res["msg"]
+    failed, res = run_module(module, capsys, {"device": dev, "use_fuser": "auto"})
+    assert not failed and res["method"] == "proc"
+
+
+def test_timeout_option(module, capsys, host):
+    dev = host.add_disk()
+    host.swapon(dev)
+    failed, res = run_module(module, capsys, {"device": dev, "interval": 0.1, "timeout": 0.3, "max_retries": 0})
+    assert failed and res["checks"] == 4 and "timeout 0.3s" in res["msg"]
+    assert "/dev/sdb is an active swap area" in res["msg"]
