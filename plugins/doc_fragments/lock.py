@@ -1,0 +1,41 @@
+# -*- coding: utf-8 -*-
+# Copyright: brick.storage contributors
+# Apache License 2.0 (see LICENSE)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # Options of every module that takes the host lock (brick.storage.lock).
+    DOCUMENTATION = r"""
+options:
+  lock_timeout:
+    description:
+      - How long to wait for the host lock before failing, in seconds.
+      - Waiters are served first come, first served across all processes on the host, so a task that
+        queued first is never overtaken by later ones, however short their turns.
+      - V(0) tries once and fails at once if another process holds the lock.
+      - V(patient) waits as long as it takes. Use it for steps that must not be abandoned half way;
+        the task then finishes only once everyone ahead of it in the queue is done.
+      - A holder that dies (even by C(kill -9)) releases the lock at once, so a crashed run never
+        leaves a stale lock behind.
+      - On time-out the task fails naming the process that holds the lock (pid, command line and
+        since when), and leaves the queue so that it does not delay the waiters behind it.
+      - The time spent waiting is returned as RV(lock_wait).
+    type: raw
+    default: 300
+  lock_dir:
+    description:
+      - Directory for the lock files, shared by every brick.storage task on the host.
+      - Created with mode V(0700) when it does not exist.
+      - The task fails if the directory is writable by group or others, or is not owned by the user the
+        task runs as, because anyone who can write there could fake or remove lock tickets.
+      - Use the same value for every task that must be serialised; tasks with different lock
+        directories do not see each other.
+    type: path
+    default: /run/lock/brick-storage
+notes:
+  - The lock is per host and per user; it does not serialise work across hosts.
+"""
