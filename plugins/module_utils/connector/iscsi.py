@@ -1,0 +1,710 @@
+# -*- coding: utf-8 -*-
+# Copyright: brick.storage contributors
+# Apache License 2.0 (see LICENSE)
+"""iSCSI attach and detach.
+
+Attach (``connect``): node records are created without discovery when portal and IQN are known,
+with manual LUN scan, CHAP and bounded login timeouts set in ONE ``--op update`` call; logins run
+in parallel; only the wanted LUN is scanned through sysfs; devices, WWID and the multipath map are
+found through sysfs.  A re-run that finds the volume attached runs no command at all.
+
+Detach (``disconnect``) is stateless: sessions, this volume's devices, other LUNs on the same
+sessions and the map are all read from sysfs.  The flush is the data barrier: when it fails
+nothing is removed (unless ``force``).  Sessions are logged out only when they carry no other LUN.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import threading
+import time
+
+from . import multipath as mp
+from . import scsi
+from . import validate
+from .errors import (AttachError, BrickError, CommandError, DetachError, DeviceBusy,
+                     FlushError, InvalidInput, LoginError)
+
+NODE_DIRS = ("/etc/iscsi/nodes", "/var/lib/iscsi/nodes")
+# Exit codes of iscsiadm(8)
+RC_IDBM = 6
+RC_TIMEOUT = 8
+RC_SESS_EXISTS = 15
+RC_NO_OBJS = 21
+RC_AUTH = 24
+# Rescans of a LUN that has not appeared yet, in seconds after the first one.
+RESCAN_AT = (1.0, 3.0, 7.0, 15.0)
+
+
+class Path(object):
+    """One (portal, iqn, lun) of a volume."""
+
+    __slots__ = ("portal", "iqn", "lun")
+
+    def __init__(self, portal, iqn, lun):
+        self.portal = portal
+        self.iqn = iqn
+        self.lun = lun
+
+    def key(self):
+        return (str(self.portal).lower(), self.iqn)
+
+    def __repr__(self):
+        return "%s %s lun %d" % (self.portal, self.iqn, self.lun)
+
+
+class Auth(object):
+    """CHAP credentials.  Secrets are registered with the runner so they are masked everywhere."""
+
+    def __init__(self, username=None, password=None, username_in=None, password_in=None,
+                 discovery_username=None, discovery_password=None):
+        self.username = username
+        self.password = password
+        self.username_in = username_in
+        self.password_in = password_in
+        self.discovery_username = discovery_username
+        self.discovery_password = discovery_password
+        for user, secret, what in ((username, password, "chap"),
+                                   (username_in, password_in, "mutual chap"),
+                                   (discovery_username, discovery_password, "discovery chap")):
+            if secret and not user:
+                raise InvalidInput("a %s secret was given without a user name" % what)
+            if user and not secret:
+                raise InvalidInput("a %s user name was given without a secret" % what)
+        if username_in and not username:
+            raise InvalidInput("mutual CHAP needs session CHAP (username/password) too")
+
+    def secrets(self):
+        return [s for s in (self.password, self.password_in, self.discovery_password) if s]
+
+    def node_params(self):
+        if not self.username:
+            return []
+        p = [("node.session.auth.authmethod", "CHAP"),
+             ("node.session.auth.username", self.username),
+             ("node.session.auth.password", self.password)]
+        if self.username_in:
+            p += [("node.session.auth.username_in", self.username_in),
+                  ("node.session.auth.password_in", self.password_in)]
+        return p
+
+
+def _sleep_until(clock, sleep, t):
+    d = t - clock()
+    if d > 0:
+        sleep(d)
+
+
+class Connector(object):
+    def __init__(self, fs, runner, iface="default", login_timeout=5, login_retries=1,
+                 device_wait=20.0, multipath="auto", multipath_wait=10.0, auth=None,
+                 startup="automatic", node_lock=None, clock=time.monotonic, sleep=time.sleep,
+                 poll=0.05):
+        self.fs = fs
+        self.runner = runner
+        self.iface = iface
+        self.login_timeout = login_timeout
+        self.login_retries = login_retries
+        self.device_wait = device_wait
+        self.multipath = multipath
+        self.multipath_wait = multipath_wait
+        self.auth = auth or Auth()
+        for s in self.auth.secrets():
+            runner.add_secret(s)
+        self.startup = startup
+        # open-iscsi's node DB is not safe for parallel writers: writes are serialised with this
+        # (a host-wide lock object with acquire()/release(), or a threading lock by default).
+        self.node_lock = node_lock or threading.Lock()
+        self.clock = clock
+        self.sleep = sleep
+        self.poll = poll
+        self.warnings = []
+
+    # ------------------------------------------------------------------ helpers: sysfs state
+    def _sessions_for(self, path, sessions=None):
+        sessions = scsi.iscsi_sessions(self.fs) if sessions is None else sessions
+        out = []
+        for s in sessions:
+            if s.iqn != path.iqn:
+                continue
+            if path.portal is None:
+                out.append(s)
+                continue
+            if (str(s.address).lower() == path.portal.host.lower()
+                    and str(s.port) == str(path.portal.port)
+                    and (s.iface or "default") == self.iface):
+                out.append(s)
+        return out
+
+    def node_exists(self, path):
+        addr = path.portal.host
+        prefix = "%s,%d," % (addr, path.portal.port)
+        for d in NODE_DIRS:
+            for e in self.fs.listdir("%s/%s" % (d, path.iqn)):
+                if e.lower().startswith(prefix.lower()):
+                    return True
+        return False
+
+    def state(self, paths):
+        """What of the volume is attached right now (sysfs only)."""
+        sessions = scsi.iscsi_sessions(self.fs)
+        out = []
+        for p in paths:
+            for s in self._sessions_for(p, sessions):
+                devs = scsi.session_devices(self.fs, s)
+                mine = [d for d in devs if d.lun == p.lun]
+                others = [d for d in devs if d.lun != p.lun]
+                out.append({"path": p, "session": s, "devices": mine, "others": others})
+        return out
+
+    # ------------------------------------------------------------------ iscsiadm
+    def _node_argv(self, path, *rest):
+        return ["iscsiadm", "-m", "node", "-T", path.iqn, "-p", str(path.portal),
+                "-I", self.iface] + list(rest)
+
+    def _node_db(self, argv, ok=(0,), timeout=30):
+        """A node DB write: serialised host-wide, retried on IDBM failure (rc 6) with backoff."""
+        self.node_lock.acquire()
+        try:
+            return self.runner.run(argv, ok_codes=ok, timeout=timeout, retries=3, delay=0.2,
+                                   retry_codes=(RC_IDBM,))
+        finally:
+            self.node_lock.release()
+
+    def _prepare_node(self, path, created):
+        if not self.node_exists(path):
+            self._node_db(self._node_argv(path, "--op", "new"))
+            created["nodes"].append(path)
+        params = [("node.session.scan", "manual"),
+                  ("node.startup", self.startup),
+                  ("node.conn[0].timeo.login_timeout", str(int(self.login_timeout))),
+                  ("node.session.initial_login_retry_max", str(int(self.login_retries)))]
+        params += self.auth.node_params()
+        argv = self._node_argv(path, "--op", "update")
+        for k, v in params:
+            argv += ["-n", k, "-v", v]
+        self._node_db(argv)
+
+    def _login(self, path):
+        """Log in; returns (rc, message).  Bounded by the node's login settings and our timeout."""
+        budget = self.login_timeout * (max(1, self.login_retries) + 1) + 10
+        try:
+            r = self.runner.run(self._node_argv(path, "--login"), ok_codes=(0, RC_SESS_EXISTS),
+                                timeout=budget, check=False)
+        except BrickError as e:
+            return None, str(e)
+        if r.timed_out:
+            return None, "login did not finish within %ss" % budget
+        msg = (r.stderr or r.stdout or "").strip().splitlines()
+        return r.rc, (msg[-1] if msg else "")
+
+    # ------------------------------------------------------------------ discovery
+    def discover(self, portal):
+        """SendTargets discovery on ``portal`` that stores nothing in the node DB.
+        Returns a list of (Portal-string, iqn)."""
+        argv_base = ["iscsiadm", "-m", "discoverydb", "-t", "sendtargets", "-p", str(portal),
+                     "-I", self.iface]
+        a = self.auth
+        if a.discovery_username:
+            self._node_db(argv_base + ["--op", "new"], ok=(0, RC_SESS_EXISTS))
+            self._node_db(argv_base + ["--op", "update",
+                                       "-n", "discovery.sendtargets.auth.authmethod", "-v", "CHAP",
+                                       "-n", "discovery.sendtargets.auth.username", "-v", a.discovery_username,
+                                       "-n", "discovery.sendtargets.auth.password", "-v", a.discovery_password])
+            try:
+                r = self.runner.run(argv_base + ["--discover", "--op", "nonpersistent"],
+                                    timeout=self.login_timeout * 2 + 10)
+            finally:
+                self._node_db(argv_base + ["--op", "delete"], ok=(0, RC_NO_OBJS))
+        else:
+            r = self.runner.run(["iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", str(portal),
+                                 "-I", self.iface, "--op", "nonpersistent"],
+                                timeout=self.login_timeout * 2 + 10)
+        found = []
+        for line in (r.stdout or "").splitlines():
+            parts = line.split()
+            if len(parts) != 2:
+                continue
+            addr = parts[0].rsplit(",", 1)[0]
+            found.append((addr, parts[1]))
+        return found
+
+    # ------------------------------------------------------------------ connect
+    def _wait_device(self, path, session, deadline):
+        """Scan exactly this LUN on the session's host and wait for its block device."""
+        fs = self.fs
+        c, t = scsi.session_target(fs, session)
+        scan = "%s %s %d" % ("-" if c is None else c, "-" if t is None else t, path.lun)
+        start = self.clock()
+        rescans = list(RESCAN_AT)
+        fs.write("/sys/class/scsi_host/host%d/scan" % session.host, scan)
+        while True:
+            devs = [d for d in scsi.session_devices(fs, session, lun=path.lun) if d.name]
+            if devs:
+                return devs[0]
+            now = self.clock()
+            if now >= deadline:
+                return None
+            if rescans and now - start >= rescans[0]:
+                rescans.pop(0)
+                fs.write("/sys/class/scsi_host/host%d/scan" % session.host, scan)
+            self.sleep(self.poll)
+
+    def _connect_one(self, path, result, created, deadline):
+        """Login (if needed) + scan one portal.  Fills ``result``; never raises."""
+        try:
+            sessions = self._sessions_for(path)
+            if not sessions:
+                rc, msg = self._login(path)
+                sessions = self._sessions_for(path)
+                if not sessions:
+                    reason = {RC_AUTH: "authentication failed", RC_TIMEOUT: "connection timed out",
+                              None: "login timed out"}.get(rc, "iscsiadm exit code %s" % rc)
+                    result["error"] = "login to %s failed: %s (%s)" % (path.portal, reason, msg)
+                    result["rc"] = rc
+                    return
+                created["sessions"].extend(sessions)
+            s = sessions[0]
+            result["session"] = s
+            existing = [d for d in scsi.session_devices(self.fs, s, lun=path.lun) if d.name]
+            if existing:
+                result["device"] = existing[0]
+                return
+            d = self._wait_device(path, s, deadline)
+            if d is None:
+                result["error"] = "LUN %d did not appear behind %s on %s within %ss" % (
+                    path.lun, path.iqn, path.portal, self.device_wait)
+                return
+            created["devices"].append(d.name)
+            result["device"] = d
+        except Exception as e:  # a thread must report, never die silently
+            result["error"] = "%s: %s" % (path.portal, e)
+
+    def _attached(self, paths):
+        """(devices, map) when the volume is fully attached as requested, else None."""
+        st = self.state(paths)
+        by_key = {}
+        for e in st:
+            live = [d for d in e["devices"] if d.name]
+            if live:
+                by_key.setdefault(e["path"].key(), live[0])
+        if not by_key:
+            return None
+        devs = list(by_key.values())
+        m = scsi.multipath_of(self.fs, devs[0].name)
+        if self.multipath == "off" and len(paths) > 1:
+            return (devs, m) if len(devs) >= 1 else None
+        if len(by_key) < len(paths):
+            return None
+        if self.multipath == "required" and m is None:
+            return None
+        return devs, m
+
+    def connect(self, paths, check_mode=False):
+        """Attach the volume reached through ``paths``.  Returns a result dict."""
+        if not paths:
+            raise InvalidInput("no portal/IQN/LUN to attach")
+        have = self._attached(paths)
+        if have is not None:
+            devs, m = have
+            return self._describe(paths, devs, m, changed=False)
+        if check_mode:
+            return {"changed": True, "msg": "would attach %s" % ", ".join(repr(p) for p in paths),
+                    "would_login": [str(p.portal) for p in paths if not self._sessions_for(p)]}
+        use_mp = self.multipath != "off"
+        if use_mp and not mp.daemon_running(self.fs, self.runner):
+            if self.multipath == "required":
+                raise AttachError("multipath is required but multipathd is not running",
+                                  hint="start multipathd (systemctl start multipathd) or use multipath: auto")
+            if len(paths) > 1:
+                self.warnings.append("multipathd is not running: attaching a single path only")
+            use_mp = False
+        created = {"nodes": [], "sessions": [], "devices": [], "wwid": None}
+        try:
+            return self._do_connect(paths, use_mp, created)
+        except BaseException as e:
+            leftovers = self._rollback(created)
+            if isinstance(e, BrickError):
+                if leftovers:
+                    e.details["leftovers"] = leftovers
+                raise
+            raise AttachError("attach failed: %s" % e, leftovers=leftovers)
+
+    def _do_connect(self, paths, use_mp, created):
+        # Node records: sequential (open-iscsi's DB fails with parallel writers).
+        todo = paths if use_mp else paths[:1]
+        for p in (paths if use_mp else paths):
+            if not self._sessions_for(p):
+                self._prepare_node(p, created)
+        results = []
+        deadline = None
+        if use_mp:
+            deadline_box = {}
+            threads = []
+            for p in todo:
+                r = {"path": p}
+                results.append(r)
+                t = threading.Thread(target=self._connect_one_timed, args=(p, r, created, deadline_box))
+                t.daemon = True
+                threads.append(t)
+                t.start()
+            for t in threads:
+                t.join()
+        else:
+            # single path: portals in order, first device wins
+            for p in paths:
+                r = {"path": p}
+                results.append(r)
+                self._connect_one(p, r, created, self.clock() + self.device_wait)
+                if "device" in r:
+                    break
+        good = [r for r in results if r.get("device") is not None]
+        failed = [r for r in results if r.get("device") is None]
+        if not good:
+            errs = "; ".join(r.get("error", "no device") for r in failed)
+            if all(r.get("session") is None for r in failed):
+                raise LoginError("could not log in to any portal: %s" % errs,
+                                 hint="check portal addresses, the target ACL and CHAP settings")
+            raise AttachError("volume not attached: %s" % errs,
+                              hint="check that the LUN is mapped to this initiator")
+        for r in failed:
+            self.warnings.append(r.get("error", "path %s failed" % r["path"]))
+            self._forget_path(r, created)
+        devs = [r["device"] for r in good]
+        m = None
+        if use_mp and len(paths) == 1 and self.multipath == "auto" and not mp.wwid_known(self.fs, devs[0].wwid):
+            # one portal: find_multipaths builds no map for a single new path, and auto does not
+            # force one (multipath=required does)
+            use_mp = scsi.multipath_of(self.fs, devs[0].name) is not None
+        if use_mp:
+            m = self._wait_map(devs, created, len(good))
+            if m is None:
+                msg = "no multipath map formed for %s (%d path(s))" % (devs[0].wwid, len(devs))
+                if self.multipath == "required":
+                    raise AttachError(msg, hint="check multipathd and /etc/multipath.conf (blacklist, find_multipaths)")
+                self.warnings.append(msg + ": returning a single path device, performance and resilience are degraded")
+                devs = devs[:1]
+        if not use_mp and len(paths) > 1 and self.multipath == "off":
+            pass
+        return self._describe(paths, devs, m, changed=True)
+
+    def _connect_one_timed(self, p, r, created, box):
+        # each portal gets the device wait counted from its own login
+        self._connect_one(p, r, created, self.clock() + self.device_wait + 0)
+
+    def _forget_path(self, r, created):
+        """Drop what we created for a failed portal (node record; a session without our LUN)."""
+        p = r["path"]
+        s = r.get("session")
+        if s is not None and s in created["sessions"]:
+            others = scsi.session_devices(self.fs, s)
+            if not others:
+                self.runner.run(self._node_argv(p, "--logout"), ok_codes=(0, RC_NO_OBJS), timeout=30, check=False)
+                created["sessions"].remove(s)
+        if p in created["nodes"] and not self._sessions_for(p):
+            self._node_db(self._node_argv(p, "--op", "delete"), ok=(0, RC_NO_OBJS))
+            created["nodes"].remove(p)
+
+    def _wait_map(self, devs, created, live):
+        fs = self.fs
+        names = [d.name for d in devs]
+        wwid = devs[0].wwid
+        deadline = self.clock() + self.multipath_wait
+        asked = False
+        m = None
+        while True:
+            m = None
+            for n in names:
+                m = scsi.multipath_of(fs, n)
+                if m:
+                    break
+            if m is not None:
+                # wait (bounded) for every live path to join and the map to be ready
+                if set(names) <= set(m.slaves) and mp.map_ready(fs, m):
+                    return m
+            elif not asked and (live < 2 or self.clock() > deadline - self.multipath_wait / 2) and wwid:
+                # find_multipaths will not build a map for a single path on its own
+                if not mp.wwid_known(fs, wwid):
+                    created["wwid"] = wwid
+                mp.ensure_map(fs, self.runner, wwid, names)
+                asked = True
+            if self.clock() >= deadline:
+                if m is not None and mp.map_ready(fs, m):
+                    missing = sorted(set(names) - set(m.slaves))
+                    if missing:
+                        self.warnings.append("paths %s did not join map %s in time" % (", ".join(missing), m.name))
+                    return m
+                return None
+            self.sleep(self.poll)
+
+    def _rollback(self, created):
+        """Remove every leftover this call created; return what could not be removed."""
+        fs = self.fs
+        left = []
+        for name in created["devices"]:
+            m = scsi.multipath_of(fs, name)
+            if m is not None:
+                try:
+                    mp.flush(self.runner, m.name, retries=2, delay=0.5)
+                except BrickError:
+                    pass
+        for name in created["devices"]:
+            if fs.exists("/sys/block/%s/device/delete" % name):
+                try:
+                    fs.write("/sys/block/%s/device/delete" % name, "1")
+                except (IOError, OSError):
+                    pass
+        gone_wait = scsi.wait_gone(fs, ["/sys/block/%s" % n for n in created["devices"]], 10,
+                                   sleep=self.sleep, clock=self.clock)
+        left += gone_wait
+        for s in list(created["sessions"]):
+            if scsi.session_devices(fs, s):
+                left.append("session %d (carries other LUNs)" % s.sid)
+                continue
+            p = Path(None, s.iqn, 0)
+            argv = ["iscsiadm", "-m", "session", "-r", str(s.sid), "--logout"]
+            r = self.runner.run(argv, ok_codes=(0, RC_NO_OBJS), timeout=30, check=False)
+            if r.rc not in (0, RC_NO_OBJS):
+                left.append("session %d" % s.sid)
+            del p
+        for p in created["nodes"]:
+            r = self._node_db(self._node_argv(p, "--op", "delete"), ok=(0, RC_NO_OBJS))
+            if r.rc not in (0, RC_NO_OBJS):
+                left.append("node record %s" % p)
+        if created.get("wwid"):
+            mp.forget_wwid(self.runner, created["wwid"])
+        self._remove_links(created["devices"], created.get("wwid"))
+        return left
+
+    def _remove_links(self, names, wwid=None):
+        """Remove by-path/by-id links that point at ``names`` and no longer resolve."""
+        removed = []
+        for d in ("/dev/disk/by-id", "/dev/disk/by-path"):
+            for link in scsi.links_to(self.fs, d, names):
+                if not self.fs.exists(link):
+                    self.fs.unlink(link)
+                    removed.append(link)
+        return removed
+
+    def _describe(self, paths, devs, m, changed):
+        fs = self.fs
+        wwid = devs[0].wwid if devs else None
+        sessions = []
+        path_info = []
+        for e in self.state(paths):
+            s = e["session"]
+            sessions.append({"portal": s.portal, "iqn": s.iqn, "sid": s.sid, "state": s.state,
+                             "iface": s.iface})
+            for d in e["devices"]:
+                path_info.append({"portal": s.portal, "iqn": s.iqn, "lun": d.lun, "device": d.dev,
+                                  "hctl": d.hctl, "state": d.state, "sid": s.sid,
+                                  "in_map": bool(m and d.name in m.slaves)})
+        if m is not None:
+            device = m.dev
+            stable = None
+            for cand in ("/dev/disk/by-id/dm-uuid-mpath-%s" % m.wwid, "/dev/mapper/%s" % m.name):
+                if fs.exists(cand):
+                    stable = cand
+                    break
+        else:
+            device = devs[0].dev
+            stable = None
+            if wwid and fs.exists("/dev/disk/by-id/scsi-%s" % wwid):
+                stable = "/dev/disk/by-id/scsi-%s" % wwid
+            if stable is None:
+                for link in scsi.links_to(fs, "/dev/disk/by-path", [devs[0].name]):
+                    stable = link
+                    break
+        return {"changed": changed, "device": device, "stable_path": stable, "wwid": wwid,
+                "wwn": wwid, "multipath": m is not None,
+                "multipath_map": m.name if m is not None else None,
+                "size": devs[0].size if devs else None,
+                "sessions": sessions, "paths": path_info}
+
+    # ------------------------------------------------------------------ disconnect
+    def disconnect(self, paths, force=False, ignore_errors=False, check_mode=False, busy_check=None):
+        """Detach the volume.  ``busy_check(dev) -> list of blockers`` explains a refusal."""
+        fs = self.fs
+        st = self.state(paths)
+        mine = []
+        for e in st:
+            mine.extend(d for d in e["devices"] if d.name)
+        maps = []
+        for d in mine:
+            m = scsi.multipath_of(fs, d.name)
+            if m is not None and m.dm not in [x.dm for x in maps]:
+                maps.append(m)
+        # sessions to log out: those of this volume that carry no other LUN
+        logout = [e for e in st if not e["others"]]
+        keep = [e for e in st if e["others"]]
+        nodes = []
+        for e in logout:
+            s = e["session"]
+            np = Path(validate.portal(s.portal), s.iqn, e["path"].lun)
+            if np.key() not in [x.key() for x in nodes]:
+                nodes.append(np)
+        for p in paths:
+            if (p.portal is not None and p.key() not in [x.key() for x in nodes] and self.node_exists(p)
+                    and not [e for e in st if e["path"] is p and e["others"]]):
+                nodes.append(p)
+        if not mine and not logout and not nodes and not maps:
+            return {"changed": False, "msg": "volume is not attached", "removed": {}}
+        plan = {"maps": [m.name for m in maps], "devices": [d.dev for d in mine],
+                "logout": ["%s %s" % (e["session"].portal, e["session"].iqn) for e in logout],
+                "kept_sessions": ["%s %s (other LUNs: %s)" % (e["session"].portal, e["session"].iqn,
+                                                               ", ".join(str(d.lun) for d in e["others"]))
+                                  for e in keep]}
+        if check_mode:
+            return {"changed": True, "msg": "would detach", "removed": plan}
+        problems = []
+
+        def problem(exc):
+            if force or ignore_errors:
+                problems.append(str(exc))
+            else:
+                raise exc
+
+        # 1. the data barrier: flush the map, or the buffers of single paths
+        for m in maps:
+            try:
+                mp.flush(self.runner, m.name)
+            except FlushError as e:
+                if busy_check is not None and e.details.get("reason") == "in_use":
+                    e.details["blockers"] = busy_check(m.dev)
+                if not force:
+                    if e.details.get("blockers"):
+                        e.msg += "; in use by: " + ", ".join(_blocker_str(b) for b in e.details["blockers"])
+                    raise e
+                problems.append(str(e) + " (force: going on, data may be lost)")
+        if not maps:
+            for d in mine:
+                if busy_check is not None:
+                    blockers = busy_check(d.dev)
+                    if blockers:
+                        exc = DeviceBusy("%s is in use by: %s; nothing was removed" % (
+                            d.dev, ", ".join(_blocker_str(b) for b in blockers)),
+                            hint="unmount / close it first, or use force and accept data loss",
+                            blockers=blockers)
+                        if not force:
+                            raise exc
+                        problems.append(str(exc) + " (force: going on)")
+                try:
+                    mp.flush_buffers(self.runner, d.dev)
+                except FlushError as e:
+                    if not force:
+                        raise e
+                    problems.append(str(e) + " (force: going on, data may be lost)")
+        # 2. delete the SCSI devices (all at once) and wait for them to go
+        names = [d.name for d in mine]
+        for d in mine:
+            try:
+                fs.write("%s/delete" % d.path, "1")
+            except (IOError, OSError) as e:
+                problem(DetachError("could not delete %s: %s" % (d.dev, e)))
+        left = scsi.wait_gone(fs, ["/sys/block/%s" % n for n in names], 30, sleep=self.sleep, clock=self.clock)
+        if left:
+            problem(DetachError("devices still present after 30 s: %s" % ", ".join(left)))
+        self._remove_links(names)
+        # a map whose flush failed under force: ask multipathd to drop it now that its paths are gone
+        for m in maps:
+            if scsi.dm_map(fs, m.dm) is not None:
+                self.runner.run(["multipathd", "del", "map", m.name], timeout=10, check=False)
+        # 3. log out sessions that carry nothing else, in parallel; then delete their node records
+        threads = []
+        outs = []
+        for e in logout:
+            s = e["session"]
+
+            def _lo(s=s, out=outs):
+                r = self.runner.run(["iscsiadm", "-m", "session", "-r", str(s.sid), "--logout"],
+                                    ok_codes=(0, RC_NO_OBJS), timeout=30, retries=1, delay=1.0, check=False)
+                out.append((s, r))
+            t = threading.Thread(target=_lo)
+            t.daemon = True
+            threads.append(t)
+            t.start()
+        for t in threads:
+            t.join()
+        for s, r in outs:
+            if r.rc not in (0, RC_NO_OBJS):
+                problem(DetachError("logout of session %d (%s) failed: %s" % (
+                    s.sid, s.portal, (r.stderr or r.stdout or "timeout").strip())))
+        for p in nodes:
+            if self._sessions_for(p):
+                continue
+            r = self._node_db(self._node_argv(p, "--op", "delete"), ok=(0, RC_NO_OBJS))
+        # 4. verify nothing of the volume is left
+        leftovers = self.leftovers(paths, names, [m for m in maps])
+        out = {"changed": True, "removed": plan, "leftovers": leftovers, "problems": problems}
+        if leftovers:
+            msg = "detach left %s" % "; ".join(leftovers)
+            if not ignore_errors:
+                raise DetachError(msg, hint="see the leftovers; re-run with force to clean up",
+                                  leftovers=leftovers, problems=problems)
+            self.warnings.append(msg)
+        for p in problems:
+            self.warnings.append(p)
+        return out
+
+    def leftovers(self, paths, names, maps):
+        fs = self.fs
+        left = []
+        for e in self.state(paths):
+            if e["others"]:
+                continue
+            left.append("session %d to %s" % (e["session"].sid, e["session"].portal))
+            for d in e["devices"]:
+                left.append("device %s" % d.dev)
+        for n in names:
+            if fs.exists("/sys/block/%s" % n):
+                left.append("device /dev/%s" % n)
+        for m in maps:
+            if scsi.dm_map(fs, m.dm) is not None:
+                left.append("multipath map %s (%s)" % (m.name, m.dev))
+        for d in ("/dev/disk/by-id", "/dev/disk/by-path"):
+            for link in scsi.links_to(fs, d, names):
+                left.append("link %s" % link)
+        for p in paths:
+            if p.portal is None:
+                continue
+            link = "/dev/disk/by-path/%s" % scsi.bypath_name(p.portal.bypath, p.iqn, p.lun)
+            if fs.lexists(link) and "link %s" % link not in left:
+                left.append("link %s" % link)
+        return left
+
+
+def _blocker_str(b):
+    if isinstance(b, dict):
+        if b.get("pid"):
+            return "pid %s (%s)" % (b["pid"], b.get("comm") or b.get("cmdline") or "?")
+        if b.get("mountpoint"):
+            return "mounted on %s" % b["mountpoint"]
+        if b.get("holder"):
+            return "holder %s" % b["holder"]
+        return b.get("kind", "?")
+    return str(b)
+
+
+def build_paths(portals, iqns, luns):
+    """Validated list of Path from the module's lists (IQN/LUN lists of length 1 apply to all)."""
+    ports = [validate.portal(p) for p in (portals or [])]
+    iqns = [validate.iqn(i) for i in (iqns or [])]
+    luns = [validate.lun(x) for x in (luns if luns is not None else [0])] or [0]
+    if not ports:
+        if len(iqns) != 1:
+            raise InvalidInput("without portals, give exactly one target IQN")
+        return [Path(None, iqns[0], luns[0])]
+    if len(set(ports)) != len(ports):
+        raise InvalidInput("the same portal is listed twice")
+    n = len(ports)
+    if len(iqns) not in (1, n):
+        raise InvalidInput("give one target IQN, or one per portal (%d portals, %d IQNs)" % (n, len(iqns)))
+    if len(luns) not in (1, n):
+        raise InvalidInput("give one LUN, or one per portal (%d portals, %d LUNs)" % (n, len(luns)))
+    iqns = iqns * n if len(iqns) == 1 else iqns
+    luns = luns * n if len(luns) == 1 else luns
+    return [Path(ports[i], iqns[i], luns[i]) for i in range(n)]
+
+
+__all__ = ["Auth", "Connector", "Path", "build_paths", "CommandError"]

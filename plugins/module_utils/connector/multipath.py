@@ -1,0 +1,118 @@
+# -*- coding: utf-8 -*-
+# Copyright: brick.storage contributors
+# Apache License 2.0 (see LICENSE)
+"""dm-multipath: is multipathd up, make a map for a WWID, flush a map safely."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from .errors import CommandError, CommandNotFound, FlushError
+from . import scsi
+
+PIDFILE = "/run/multipathd.pid"
+WWIDS = "/etc/multipath/wwids"
+FLUSH_TIMEOUT = 60.0
+
+
+def daemon_running(fs, runner):
+    """True when multipathd runs.  Reads the pid file first (no command); asks the daemon only
+    when the pid file says nothing (1 command)."""
+    pid = fs.read(PIDFILE)
+    if pid and pid.isdigit():
+        comm = fs.read("/proc/%s/comm" % pid)
+        if comm is not None:
+            return comm.startswith("multipathd")
+    try:
+        r = runner.run(["multipathd", "show", "status"], timeout=5, check=False)
+    except CommandNotFound:
+        return False
+    # multipathd answers "error receiving packet" with rc 0 when it is not there (LP#1789699).
+    return r.rc == 0 and "error receiving packet" not in (r.stdout or "")
+
+
+def wwid_known(fs, wwid):
+    return ("/%s/" % wwid) in (fs.read(WWIDS) or "")
+
+
+def ensure_map(fs, runner, wwid, paths):
+    """Ask multipathd to build a map for ``wwid`` from ``paths`` (sd names) when
+    find_multipaths would not on its own (a single live path).  Returns commands run."""
+    n = 0
+    if not wwid_known(fs, wwid):
+        runner.run(["multipath", "-a", wwid], timeout=15, ok_codes=(0,))
+        n += 1
+    for p in paths:
+        runner.run(["multipathd", "add", "path", "/dev/%s" % p], timeout=10, check=False)
+        n += 1
+    return n
+
+
+def forget_wwid(runner, wwid):
+    runner.run(["multipath", "-w", wwid], timeout=15, check=False)
+
+
+def map_ready(fs, m):
+    """A map is usable when it is not suspended, has a size, and at least one running path."""
+    if fs.read("/sys/class/block/%s/dm/suspended" % m.dm, "0") != "0":
+        return False
+    if not m.size:
+        return False
+    for s in m.slaves:
+        st = fs.read("/sys/class/block/%s/device/state" % s)
+        if st == "running":
+            return True
+    return False
+
+
+def _flush_reason(text):
+    t = (text or "").lower()
+    if "in use" in t or "busy" in t:
+        return "in_use"
+    if "input/output" in t or "i/o error" in t or "io error" in t:
+        return "io_error"
+    if "timeout" in t or "did not finish" in t:
+        return "timeout"
+    return "failed"
+
+
+def flush(runner, name, retries=2, delay=1.0, timeout=FLUSH_TIMEOUT, sleep=None):
+    """``multipath -f NAME`` with exponential backoff.  Raises FlushError with ``reason``
+    (in_use / io_error / timeout / failed) when every attempt failed.  Returns the Result."""
+    try:
+        return runner.run(["multipath", "-f", name], timeout=timeout, retries=retries, delay=delay)
+    except CommandError as e:
+        reason = _flush_reason(str(e) + " " + (e.stderr or "") + " " + (e.stdout or ""))
+        raise FlushError("flushing multipath map %s failed (%s); nothing was removed" % (name, reason.replace("_", " ")),
+                         hint="stop what uses the map (unmount, close, deactivate LVM) and retry, "
+                              "or use force to detach anyway and accept data loss",
+                         reason=reason, map=name, attempts=e.attempts,
+                         output=(e.stderr or e.stdout or "").strip())
+
+
+def flush_buffers(runner, dev, retries=2, delay=1.0, timeout=FLUSH_TIMEOUT):
+    try:
+        return runner.run(["blockdev", "--flushbufs", dev], timeout=timeout, retries=retries, delay=delay)
+    except CommandError as e:
+        reason = _flush_reason(str(e) + " " + (e.stderr or ""))
+        raise FlushError("flushing buffers of %s failed (%s); nothing was removed" % (dev, reason.replace("_", " ")),
+                         hint="check the path state; use force to detach anyway and accept data loss",
+                         reason=reason, device=dev, attempts=e.attempts,
+                         output=(e.stderr or e.stdout or "").strip())
+
+
+def remove_paths_from_daemon(fs, runner, names):
+    """Tell multipathd to forget paths that are gone (best effort, only when it still lists them)."""
+    r = runner.run(["multipathd", "show", "paths", "raw", "format", "%d"], timeout=10, check=False)
+    known = set((r.stdout or "").split())
+    n = 1
+    for name in names:
+        if name in known:
+            runner.run(["multipathd", "del", "path", "/dev/%s" % name], timeout=10, check=False)
+            n += 1
+    return n
+
+
+def holders_in_use(fs, m):
+    """Names of dm devices stacked on map ``m`` (kpartx partitions, LVM…)."""
+    return list(scsi.holders(fs, m.dm))

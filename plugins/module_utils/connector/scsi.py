@@ -1,0 +1,281 @@
+# -*- coding: utf-8 -*-
+# Copyright: brick.storage contributors
+# Apache License 2.0 (see LICENSE)
+"""Read-only view of iSCSI sessions, SCSI devices and block devices, from sysfs and /dev only.
+
+No external command runs here: this is what makes re-runs, detaches and fleet audits cheap.
+Layout: docs/dev/sysfs-layout.md.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+
+_SESSION_DIR = re.compile(r"^session(\d+)$")
+_HOST_DIR = re.compile(r"^host(\d+)$")
+_HCTL = re.compile(r"^(\d+):(\d+):(\d+):(\d+)$")
+_BYPATH = re.compile(r"^(?:(?P<pci>.+)-)?ip-(?P<addr>.+):(?P<port>\d+)-iscsi-(?P<iqn>.+)-lun-(?P<lun>\d+|0x[0-9a-fA-F]+)"
+                     r"(?:-part(?P<part>\d+))?$")
+
+SEARCH_PATH = "/dev/disk/by-path"
+
+
+def udev_wwid(sysfs_wwid):
+    """Turn the sysfs ``device/wwid`` (``naa.600140...``) into the udev/multipath WWID (``3600140...``)."""
+    if not sysfs_wwid:
+        return None
+    w = sysfs_wwid.strip()
+    for prefix, digit in (("naa.", "3"), ("eui.", "2"), ("t10.", "1")):
+        if w.startswith(prefix):
+            return digit + w[len(prefix):]
+    return "8" + w
+
+
+def portal_str(addr, port):
+    """iscsiadm's portal form: IPv6 in brackets."""
+    if addr and ":" in addr:
+        return "[%s]:%s" % (addr, port)
+    return "%s:%s" % (addr, port)
+
+
+class Session(object):
+    __slots__ = ("sid", "host", "iqn", "state", "tpgt", "iface", "address", "port", "path")
+
+    def __init__(self, **kw):
+        for k in self.__slots__:
+            setattr(self, k, kw.get(k))
+
+    @property
+    def portal(self):
+        return portal_str(self.address, self.port)
+
+    def to_dict(self):
+        return {"sid": self.sid, "host": self.host, "iqn": self.iqn, "state": self.state,
+                "tpgt": self.tpgt, "iface": self.iface, "portal": self.portal}
+
+
+class ScsiDevice(object):
+    __slots__ = ("hctl", "host", "lun", "name", "state", "wwid", "size", "vendor", "model",
+                 "holders", "sid", "path")
+
+    def __init__(self, **kw):
+        for k in self.__slots__:
+            setattr(self, k, kw.get(k))
+
+    @property
+    def dev(self):
+        return "/dev/%s" % self.name if self.name else None
+
+    def to_dict(self):
+        return {"hctl": self.hctl, "lun": self.lun, "device": self.dev, "name": self.name,
+                "state": self.state, "wwid": self.wwid, "size": self.size,
+                "vendor": self.vendor, "model": self.model, "holders": list(self.holders or []),
+                "sid": self.sid}
+
+
+class DmMap(object):
+    __slots__ = ("dm", "name", "uuid", "wwid", "slaves", "holders", "size")
+
+    def __init__(self, **kw):
+        for k in self.__slots__:
+            setattr(self, k, kw.get(k))
+
+    @property
+    def dev(self):
+        return "/dev/%s" % self.dm
+
+    @property
+    def is_multipath(self):
+        return bool(self.uuid and self.uuid.startswith("mpath-"))
+
+    def to_dict(self):
+        return {"dm": self.dm, "device": self.dev, "name": self.name, "uuid": self.uuid,
+                "wwid": self.wwid, "slaves": list(self.slaves), "holders": list(self.holders),
+                "size": self.size}
+
+
+def _session_from_dir(fs, host, sid, sdir):
+    """``sdir`` is the session device dir (/sys/devices/platform/hostH/sessionS)."""
+    attrs = "%s/iscsi_session/session%d" % (sdir, sid)
+    conn = "%s/connection%d:0/iscsi_connection/connection%d:0" % (sdir, sid, sid)
+    addr = fs.read(conn + "/persistent_address") or fs.read(conn + "/address")
+    port = fs.read(conn + "/persistent_port") or fs.read(conn + "/port")
+    return Session(sid=sid, host=host, iqn=fs.read(attrs + "/targetname"),
+                   state=fs.read(attrs + "/state"), tpgt=fs.read_int(attrs + "/tpgt"),
+                   iface=fs.read(attrs + "/ifacename") or "default", address=addr,
+                   port=int(port) if port and port.isdigit() else port, path=sdir)
+
+
+def iscsi_sessions(fs):
+    """Every iSCSI session on the host, ordered by session id."""
+    out = []
+    for h in fs.listdir("/sys/class/iscsi_host"):
+        m = _HOST_DIR.match(h)
+        if not m:
+            continue
+        host = int(m.group(1))
+        hdir = fs.realpath("/sys/class/iscsi_host/%s/device" % h)
+        for e in fs.listdir(hdir):
+            sm = _SESSION_DIR.match(e)
+            if sm:
+                out.append(_session_from_dir(fs, host, int(sm.group(1)), "%s/%s" % (hdir, e)))
+    # Sessions whose host is gone from iscsi_host but still listed under iscsi_session.
+    known = set(s.sid for s in out)
+    for e in fs.listdir("/sys/class/iscsi_session"):
+        sm = _SESSION_DIR.match(e)
+        if sm and int(sm.group(1)) not in known:
+            sdir = fs.realpath("/sys/class/iscsi_session/%s/device" % e)
+            hm = _HOST_DIR.match(os.path.basename(os.path.dirname(sdir)))
+            out.append(_session_from_dir(fs, int(hm.group(1)) if hm else None, int(sm.group(1)), sdir))
+    out.sort(key=lambda s: s.sid)
+    return out
+
+
+def holders(fs, name):
+    return fs.listdir("/sys/class/block/%s/holders" % name)
+
+
+def slaves(fs, name):
+    return fs.listdir("/sys/class/block/%s/slaves" % name)
+
+
+def _device_from_dir(fs, ddir, hctl, sid=None, with_details=True):
+    m = _HCTL.match(hctl)
+    blocks = fs.listdir(ddir + "/block")
+    name = blocks[0] if blocks else None
+    dev = ScsiDevice(hctl=hctl, host=int(m.group(1)), lun=int(m.group(4)), name=name, sid=sid,
+                     path=ddir, state=fs.read(ddir + "/state"))
+    if with_details:
+        dev.wwid = udev_wwid(fs.read(ddir + "/wwid"))
+        dev.vendor = fs.read(ddir + "/vendor")
+        dev.model = fs.read(ddir + "/model")
+        if name:
+            sectors = fs.read_int("/sys/class/block/%s/size" % name)
+            dev.size = sectors * 512 if sectors is not None else None
+            dev.holders = holders(fs, name)
+        else:
+            dev.holders = []
+    return dev
+
+
+def session_devices(fs, session, lun=None, with_details=True):
+    """SCSI devices (LUNs) of one session; only ``lun`` when given."""
+    out = []
+    sdir = session.path
+    for t in fs.match(sdir, "target*"):
+        tdir = "%s/%s" % (sdir, t)
+        for e in fs.listdir(tdir):
+            m = _HCTL.match(e)
+            if not m or (lun is not None and int(m.group(4)) != lun):
+                continue
+            out.append(_device_from_dir(fs, "%s/%s" % (tdir, e), e, session.sid, with_details))
+    return out
+
+
+def session_target(fs, session):
+    """(channel, target) of a logged-in session, or (None, None) when no target dir exists yet."""
+    for t in fs.match(session.path, "target*"):
+        parts = t[len("target"):].split(":")
+        if len(parts) == 3:
+            return int(parts[1]), int(parts[2])
+    return None, None
+
+
+def dm_map(fs, dm):
+    """A device-mapper device by kernel name (``dm-3``), or None."""
+    base = "/sys/class/block/%s" % dm
+    uuid = fs.read(base + "/dm/uuid")
+    if uuid is None and not fs.exists(base + "/dm"):
+        return None
+    wwid = uuid[len("mpath-"):] if uuid and uuid.startswith("mpath-") else None
+    sectors = fs.read_int(base + "/size")
+    return DmMap(dm=dm, name=fs.read(base + "/dm/name"), uuid=uuid, wwid=wwid,
+                 slaves=slaves(fs, dm), holders=holders(fs, dm),
+                 size=sectors * 512 if sectors is not None else None)
+
+
+def dm_maps(fs, multipath_only=True):
+    out = []
+    for e in fs.match("/sys/class/block", "dm-*"):
+        m = dm_map(fs, e)
+        if m and (m.is_multipath or not multipath_only):
+            out.append(m)
+    return out
+
+
+def multipath_of(fs, name):
+    """The multipath map (DmMap) holding block device ``name`` (``sdb``), or None."""
+    for h in holders(fs, name):
+        if h.startswith("dm-"):
+            m = dm_map(fs, h)
+            if m and m.is_multipath:
+                return m
+    return None
+
+
+def find_map(fs, ref):
+    """Find a multipath map by name, WWID, /dev/dm-N, /dev/mapper/NAME or a by-id link."""
+    if ref.startswith("/dev/"):
+        if not fs.lexists(ref):
+            return None
+        real = fs.realpath(ref)
+        base = os.path.basename(real)
+        if base.startswith("dm-"):
+            m = dm_map(fs, base)
+            if m and m.is_multipath:
+                return m
+            # a partition (kpartx) or other dm on top: walk down to the multipath map
+            for s in (m.slaves if m else []):
+                mm = dm_map(fs, s)
+                if mm and mm.is_multipath:
+                    return mm
+            return None
+        return multipath_of(fs, base)
+    for m in dm_maps(fs):
+        if ref in (m.name, m.wwid, m.uuid):
+            return m
+    return None
+
+
+def parse_bypath(name):
+    """Split a by-path link name into a dict, or None if it is not an iSCSI LUN link."""
+    m = _BYPATH.match(name)
+    if not m:
+        return None
+    lun = m.group("lun")
+    lun = int(lun, 16) if lun.startswith("0x") else int(lun)
+    return {"address": m.group("addr"), "port": int(m.group("port")), "iqn": m.group("iqn"),
+            "lun": lun, "part": int(m.group("part")) if m.group("part") else None,
+            "offload": m.group("pci")}
+
+
+def bypath_name(bypath_portal, iqn, lun):
+    """udev's by-path name of an iSCSI LUN (software initiator)."""
+    return "ip-%s-iscsi-%s-lun-%d" % (bypath_portal, iqn, lun)
+
+
+def links_to(fs, directory, names):
+    """Links in ``directory`` that point at one of the block device ``names`` (base names)."""
+    names = set(names)
+    out = []
+    for e in fs.listdir(directory):
+        t = fs.basename_of_link("%s/%s" % (directory, e))
+        if t in names:
+            out.append("%s/%s" % (directory, e))
+    return out
+
+
+def wait_gone(fs, paths, timeout, interval=0.05, sleep=None, clock=None):
+    """Poll until none of ``paths`` exists; returns the ones still present after ``timeout``."""
+    import time
+    sleep = sleep or time.sleep
+    clock = clock or time.monotonic
+    deadline = clock() + timeout
+    left = [p for p in paths if fs.lexists(p)]
+    while left and clock() < deadline:
+        sleep(interval)
+        left = [p for p in left if fs.lexists(p)]
+    return left

@@ -1,0 +1,375 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: brick.storage contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: iscsi_volume
+short_description: Attach or detach an iSCSI volume, single path or dm-multipath
+version_added: 0.1.0
+description:
+  - Attaches (O(state=present)) an iSCSI volume reached through one or more portals and returns its block
+    device, preferring the dm-multipath map when at least one path works.
+  - Node records are created without discovery when portal and IQN are known, with manual LUN scan, CHAP and
+    bounded login timeouts set in one call; logins to all portals run in parallel; only the wanted LUN is
+    scanned (C(/sys/class/scsi_host/hostH/scan)), never the whole session.
+  - Devices, WWID and the map are found through sysfs, so a re-run that finds the volume attached runs no
+    external command and reports no change.
+  - On any failure of an attach, everything the call created (sessions, node records, SCSI devices) is removed
+    before the module fails.
+  - Detaches (O(state=absent)) without needing anything from the attach: sessions, this volume's devices, other
+    LUNs on the same sessions and the map are read from sysfs. The map (or, for a single path, the device
+    buffers) is flushed first; if that fails nothing is removed unless O(force=true). Sessions are logged out
+    only when they carry no other LUN. Before reporting success the detach checks that no session, device, map
+    or link of the volume is left.
+author:
+  - brick.storage contributors
+extends_documentation_fragment:
+  - brick.storage.lock
+attributes:
+  check_mode:
+    support: full
+    details: Reads sysfs only and reports what it would attach or remove; no command that changes anything runs.
+  diff_mode:
+    support: none
+  platform:
+    platforms: linux
+    details: Needs open-iscsi (C(iscsiadm), C(iscsid)); dm-multipath needs multipath-tools (C(multipathd)).
+options:
+  state:
+    description: V(present) attaches the volume, V(absent) detaches it.
+    type: str
+    choices: [present, absent]
+    default: present
+  portals:
+    description:
+      - Target portals as C(host:port), C(host) (port 3260) or C([IPv6]:port).
+      - With O(state=absent) they may be omitted; then every session to O(iqn) is considered.
+    type: list
+    elements: str
+    aliases: [portal]
+  iqn:
+    description:
+      - Target IQN, or one IQN per portal in the same order.
+      - When omitted, a SendTargets discovery on the first portal finds it (it must find exactly one target).
+    type: list
+    elements: str
+    aliases: [target_iqn, target_iqns]
+  lun:
+    description: LUN number, or one per portal in the same order. LUNs above 255 are supported.
+    type: list
+    elements: int
+    default: [0]
+    aliases: [luns, target_lun]
+  multipath:
+    description:
+      - V(auto) logs in to every portal and returns the dm-multipath map when multipathd runs, a single path
+        with a warning otherwise.
+      - V(required) fails (after cleaning up) when no map can be formed.
+      - V(off) logs in to the portals in order and returns the first path device.
+    type: str
+    choices: [auto, required, 'off']
+    default: auto
+  discover:
+    description:
+      - V(auto) runs a SendTargets discovery only when O(iqn) is not given.
+      - V(always) also uses every portal the discovery returns for the target (multipath).
+      - Discovery never stores records for targets that are not attached.
+    type: str
+    choices: [auto, always]
+    default: auto
+  chap_username:
+    description: CHAP user name for the session (the target authenticates the initiator).
+    type: str
+  chap_password:
+    description: CHAP secret for the session.
+    type: str
+  chap_username_in:
+    description: Mutual CHAP user name (the initiator authenticates the target). Needs O(chap_username).
+    type: str
+  chap_password_in:
+    description: Mutual CHAP secret.
+    type: str
+  discovery_chap_username:
+    description: CHAP user name for the SendTargets discovery.
+    type: str
+  discovery_chap_password:
+    description: CHAP secret for the SendTargets discovery.
+    type: str
+  iface:
+    description: open-iscsi interface (C(iscsiadm -I)), which selects the transport (tcp, iser, offload).
+    type: str
+    default: default
+  login_timeout:
+    description:
+      - Seconds one login attempt may take (C(node.conn[0].timeo.login_timeout)).
+      - A dead portal costs about O(login_timeout) x (O(login_retries) + 1) seconds, not minutes.
+    type: int
+    default: 5
+  login_retries:
+    description: Login retries per portal (C(node.session.initial_login_retry_max)).
+    type: int
+    default: 1
+  device_wait_timeout:
+    description: Seconds to wait for the LUN's block device after login (the LUN is rescanned meanwhile).
+    type: float
+    default: 20
+  multipath_wait_timeout:
+    description: Seconds to wait for multipathd to build the map and for every live path to join it.
+    type: float
+    default: 10
+  startup:
+    description: C(node.startup) of the node records, that is whether the session comes back after a reboot.
+    type: str
+    choices: [automatic, manual]
+    default: automatic
+  force:
+    description:
+      - With O(state=absent), go on when the flush fails or the device is in use, and remove everything.
+      - B(Data written to the volume and not yet on the target may be lost.)
+    type: bool
+    default: false
+  ignore_errors:
+    description: With O(state=absent), report problems and leftovers as warnings instead of failing.
+    type: bool
+    default: false
+notes:
+  - Secrets are never logged, returned or shown in warnings and errors.
+  - Node DB writes are serialised host-wide, as open-iscsi's DB fails with parallel writers.
+seealso:
+  - module: brick.storage.multipath_flush
+  - module: brick.storage.volume_paths_facts
+"""
+
+EXAMPLES = r"""
+- name: Attach LUN 0 over two portals with dm-multipath
+  brick.storage.iscsi_volume:
+    portals: [127.0.0.1:3260, 127.0.0.2:3260]
+    iqn: iqn.2003-01.org.linux-iscsi.lab:target1
+    lun: 0
+  register: vol
+
+- name: Show the device to use
+  ansible.builtin.debug:
+    msg: "{{ vol.device }} ({{ vol.stable_path }}, WWID {{ vol.wwid }})"
+
+- name: Attach LUN 1 on one portal with CHAP, no multipath
+  brick.storage.iscsi_volume:
+    portals: 127.0.0.1:3260
+    iqn: iqn.2003-01.org.linux-iscsi.lab:target1
+    lun: 1
+    multipath: "off"
+    chap_username: user
+    chap_password: "{{ vault_chap_secret }}"
+  when: vault_chap_secret is defined
+
+- name: Detach LUN 0 (nothing needed from the attach)
+  brick.storage.iscsi_volume:
+    state: absent
+    portals: [127.0.0.1:3260, 127.0.0.2:3260]
+    iqn: iqn.2003-01.org.linux-iscsi.lab:target1
+    lun: 0
+"""
+
+RETURN = r"""
+device:
+  description: Block device to use (C(/dev/dm-N) for a multipath map, else C(/dev/sdX)).
+  returned: state=present, not in check mode
+  type: str
+  sample: /dev/dm-0
+stable_path:
+  description: A path that survives renumbering (C(/dev/disk/by-id/dm-uuid-mpath-WWID), C(scsi-WWID) or by-path).
+  returned: state=present, not in check mode
+  type: str
+  sample: /dev/disk/by-id/dm-uuid-mpath-36001405f3a2b4c5d6e7f8091a2b3c4d5
+wwid:
+  description: WWID of the volume as udev and multipath name it.
+  returned: state=present, not in check mode
+  type: str
+  sample: 36001405f3a2b4c5d6e7f8091a2b3c4d5
+wwn:
+  description: Same as RV(wwid) (os-brick calls it C(scsi_wwn)).
+  returned: state=present, not in check mode
+  type: str
+multipath:
+  description: Whether RV(device) is a dm-multipath map.
+  returned: state=present, not in check mode
+  type: bool
+multipath_map:
+  description: Name of the multipath map, or null.
+  returned: state=present, not in check mode
+  type: str
+size:
+  description: Size of the volume in bytes.
+  returned: state=present, not in check mode
+  type: int
+sessions:
+  description: iSCSI sessions of the volume, one per portal.
+  returned: state=present, not in check mode
+  type: list
+  elements: dict
+  contains:
+    portal: {description: Portal, type: str}
+    iqn: {description: Target IQN, type: str}
+    sid: {description: Session id, type: int}
+    state: {description: Session state (LOGGED_IN, FAILED, FREE), type: str}
+    iface: {description: open-iscsi interface, type: str}
+paths:
+  description: One entry per SCSI path device of the volume.
+  returned: state=present, not in check mode
+  type: list
+  elements: dict
+  contains:
+    portal: {description: Portal, type: str}
+    device: {description: Path device, type: str, sample: /dev/sdb}
+    hctl: {description: SCSI address, type: str, sample: "2:0:0:0"}
+    state: {description: SCSI device state, type: str, sample: running}
+    in_map: {description: Whether the path is part of the map, type: bool}
+removed:
+  description: What the detach removed (or would remove in check mode).
+  returned: state=absent
+  type: dict
+leftovers:
+  description: What of the volume is still present after the detach (empty on success).
+  returned: state=absent and something was detached
+  type: list
+  elements: str
+commands:
+  description: Number of external commands the module ran.
+  returned: always
+  type: int
+  sample: 3
+lock_wait:
+  description: Seconds spent waiting for the host lock.
+  returned: when a lock was taken
+  type: float
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.brick.storage.plugins.module_utils.connector.errors import BrickError
+from ansible_collections.brick.storage.plugins.module_utils.connector.hostfs import HostFS
+from ansible_collections.brick.storage.plugins.module_utils.connector.runner import Runner
+from ansible_collections.brick.storage.plugins.module_utils.connector import iscsi
+
+
+def _fail(module, runner, e):
+    res = {"msg": str(e), "commands": len(runner.history) if runner else 0}
+    if isinstance(e, BrickError):
+        for k, v in e.details.items():
+            if k not in ("cmd",):
+                res[k] = v
+    module.fail_json(**res)
+
+
+def main():
+    spec = dict(
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        portals=dict(type="list", elements="str", aliases=["portal"]),
+        iqn=dict(type="list", elements="str", aliases=["target_iqn", "target_iqns"]),
+        lun=dict(type="list", elements="int", default=[0], aliases=["luns", "target_lun"]),
+        multipath=dict(type="str", choices=["auto", "required", "off"], default="auto"),
+        discover=dict(type="str", choices=["auto", "always"], default="auto"),
+        chap_username=dict(type="str"),
+        chap_password=dict(type="str", no_log=True),
+        chap_username_in=dict(type="str"),
+        chap_password_in=dict(type="str", no_log=True),
+        discovery_chap_username=dict(type="str"),
+        discovery_chap_password=dict(type="str", no_log=True),
+        iface=dict(type="str", default="default"),
+        login_timeout=dict(type="int", default=5),
+        login_retries=dict(type="int", default=1),
+        device_wait_timeout=dict(type="float", default=20),
+        multipath_wait_timeout=dict(type="float", default=10),
+        startup=dict(type="str", choices=["automatic", "manual"], default="automatic"),
+        force=dict(type="bool", default=False),
+        ignore_errors=dict(type="bool", default=False),
+        lock_timeout=dict(type="raw", default=300),
+        lock_dir=dict(type="path", default="/run/lock/brick-storage"),
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    p = module.params
+    runner = None
+    try:
+        from ansible_collections.brick.storage.plugins.module_utils.connector import validate
+        from ansible_collections.brick.storage.plugins.module_utils.connector.lock import HostLock, parse_lock_timeout, target_lock_name
+        # -- all input checks before any command runs
+        auth = iscsi.Auth(p["chap_username"], p["chap_password"], p["chap_username_in"], p["chap_password_in"],
+                          p["discovery_chap_username"], p["discovery_chap_password"])
+        validate.name(p["iface"], "iface")
+        if p["login_timeout"] < 1 or p["login_retries"] < 0 or p["device_wait_timeout"] <= 0:
+            module.fail_json(msg="login_timeout must be >= 1, login_retries >= 0 and device_wait_timeout > 0")
+        lock_timeout = parse_lock_timeout(p["lock_timeout"])
+        if p["state"] == "present" and not p["portals"]:
+            module.fail_json(msg="state=present needs at least one portal")
+        if not p["iqn"] and not p["portals"]:
+            module.fail_json(msg="give the target IQN, portals, or both")
+        paths = iscsi.build_paths(p["portals"], p["iqn"] or ["iqn.2000-01.invalid.placeholder"], p["lun"])
+        if not p["iqn"] and p["state"] == "absent":
+            module.fail_json(msg="state=absent needs the target IQN")
+        runner = Runner()
+        fs = HostFS()
+        conn = iscsi.Connector(fs, runner, iface=p["iface"], login_timeout=p["login_timeout"],
+                               login_retries=p["login_retries"], device_wait=p["device_wait_timeout"],
+                               multipath=p["multipath"], multipath_wait=p["multipath_wait_timeout"],
+                               auth=auth, startup=p["startup"])
+        # -- fast path: nothing to do is decided from sysfs, without lock and without commands
+        if p["state"] == "present" and p["iqn"]:
+            have = conn._attached(paths)
+            if have is not None:
+                res = conn._describe(paths, have[0], have[1], changed=False)
+                module.exit_json(commands=len(runner.history), warnings=conn.warnings, **res)
+        if module.check_mode:
+            if not p["iqn"]:
+                module.exit_json(changed=True, msg="would discover the target on %s and attach it" % paths[0].portal,
+                                 commands=0)
+            res = conn.connect(paths, check_mode=True) if p["state"] == "present" else \
+                conn.disconnect(paths, check_mode=True)
+            module.exit_json(commands=len(runner.history), **res)
+        # One attach/detach per target at a time; open-iscsi's node DB (shared by every target)
+        # is written under a host-wide lock, held only for each write.
+        info = "brick.storage.iscsi_volume state=%s %s" % (p["state"], paths[0].iqn)
+        lock = HostLock(target_lock_name(paths[0].iqn if p["iqn"] else str(paths[0].portal)),
+                        lock_dir=p["lock_dir"], timeout=lock_timeout, info=info)
+        conn.node_lock = HostLock("iscsi-node-db", lock_dir=p["lock_dir"], timeout=lock_timeout, info=info)
+        waited = lock.acquire()
+        try:
+            if not p["iqn"]:
+                found = conn.discover(paths[0].portal)
+                iqns = sorted(set(i for _, i in found))
+                if len(iqns) != 1:
+                    module.fail_json(msg="discovery on %s found %d targets (%s): give iqn" % (
+                        paths[0].portal, len(iqns), ", ".join(iqns) or "none"), commands=len(runner.history))
+                portals = [str(paths[0].portal)]
+                if p["discover"] == "always" and p["multipath"] != "off":
+                    portals = [a for a, i in found if i == iqns[0]]
+                paths = iscsi.build_paths(portals, iqns, [paths[0].lun])
+            elif p["discover"] == "always" and p["multipath"] != "off":
+                found = conn.discover(paths[0].portal)
+                extra = [a for a, i in found if i == paths[0].iqn]
+                portals = [str(x.portal) for x in paths] + [a for a in extra if validate.portal(a) not in [x.portal for x in paths]]
+                paths = iscsi.build_paths(portals, [paths[0].iqn], [paths[0].lun])
+            if p["state"] == "present":
+                res = conn.connect(paths)
+            else:
+                def busy(dev):
+                    from ansible_collections.brick.storage.plugins.module_utils.connector import idle
+                    try:
+                        return idle.inspect(dev, use_fuser="never", fs=fs, runner=runner)["blockers"]
+                    except BrickError:
+                        return []
+                res = conn.disconnect(paths, force=p["force"], ignore_errors=p["ignore_errors"], busy_check=busy)
+        finally:
+            lock.release()
+        module.exit_json(commands=len(runner.history), lock_wait=round(waited, 3), warnings=conn.warnings, **res)
+    except BrickError as e:
+        _fail(module, runner, e)
+
+
+if __name__ == "__main__":
+    main()

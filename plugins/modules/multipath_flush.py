@@ -1,0 +1,167 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: brick.storage contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: multipath_flush
+short_description: Flush one dm-multipath map safely
+version_added: 0.1.0
+description:
+  - Flushes and removes one dm-multipath map given by name, WWID or device path (C(multipath -f)).
+  - Refuses a map that is in use (stacked devices such as kpartx partitions or LVM, mounts, processes holding it
+    open) unless O(force=true), and names what uses it.
+  - Retries with exponential backoff; every attempt is bounded by O(timeout). Reports the attempts and the time taken.
+  - The SCSI path devices under the map are left in place (use M(brick.storage.iscsi_volume) with
+    O(brick.storage.iscsi_volume#module:state=absent) to detach a volume completely).
+author:
+  - brick.storage contributors
+extends_documentation_fragment:
+  - brick.storage.lock
+attributes:
+  check_mode:
+    support: full
+    details: Reports whether the map exists and what would block the flush; runs nothing.
+  diff_mode:
+    support: none
+  platform:
+    platforms: linux
+options:
+  map:
+    description: Map name, WWID, C(/dev/dm-N), C(/dev/mapper/NAME) or a C(/dev/disk/by-id) link of the map.
+    type: str
+    required: true
+    aliases: [name, device]
+  force:
+    description: Try the flush even when the map is in use (the kernel still refuses while it is open).
+    type: bool
+    default: false
+  retries:
+    description: Flush attempts after the first one.
+    type: int
+    default: 2
+  delay:
+    description: Seconds before the first retry; each further wait doubles.
+    type: float
+    default: 1
+  timeout:
+    description: Seconds one C(multipath -f) call may take before it is killed.
+    type: float
+    default: 60
+"""
+
+EXAMPLES = r"""
+- name: Flush the map of a volume by WWID
+  brick.storage.multipath_flush:
+    map: 36001405f3a2b4c5d6e7f8091a2b3c4d5
+  register: flushed
+  when: false  # replace with your WWID
+
+- name: Flush the map behind a device path, with a patient lock
+  brick.storage.multipath_flush:
+    map: /dev/dm-0
+    lock_timeout: patient
+  when: false  # replace with your map
+"""
+
+RETURN = r"""
+map:
+  description: Name of the map that was (or would be) flushed; null when no such map exists.
+  returned: always
+  type: str
+dm:
+  description: Kernel name of the map (C(dm-N)).
+  returned: when the map existed
+  type: str
+attempts:
+  description: Number of C(multipath -f) attempts.
+  returned: when a flush ran
+  type: int
+elapsed:
+  description: Seconds the flush took.
+  returned: when a flush ran
+  type: float
+blockers:
+  description: What uses the map (kind, pid, command, mount point, stacked device).
+  returned: when the map is in use
+  type: list
+  elements: dict
+lock_wait:
+  description: Seconds spent waiting for the host lock.
+  returned: when a flush ran
+  type: float
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.brick.storage.plugins.module_utils.connector.errors import BrickError
+from ansible_collections.brick.storage.plugins.module_utils.connector.hostfs import HostFS
+from ansible_collections.brick.storage.plugins.module_utils.connector.runner import Runner
+from ansible_collections.brick.storage.plugins.module_utils.connector import scsi
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            map=dict(type="str", required=True, aliases=["name", "device"]),
+            force=dict(type="bool", default=False),
+            retries=dict(type="int", default=2),
+            delay=dict(type="float", default=1),
+            timeout=dict(type="float", default=60),
+            lock_timeout=dict(type="raw", default=300),
+            lock_dir=dict(type="path", default="/run/lock/brick-storage"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    runner = Runner()
+    try:
+        from ansible_collections.brick.storage.plugins.module_utils.connector import validate, multipath as mp, idle
+        from ansible_collections.brick.storage.plugins.module_utils.connector.lock import HostLock, parse_lock_timeout
+        ref = p["map"]
+        if ref.startswith("/"):
+            validate.device_path(ref, "map")
+        else:
+            validate.name(ref, "map")
+        if p["retries"] < 0 or p["delay"] < 0 or p["timeout"] <= 0:
+            module.fail_json(msg="retries and delay must be >= 0 and timeout > 0")
+        lock_timeout = parse_lock_timeout(p["lock_timeout"])
+        fs = HostFS()
+        m = scsi.find_map(fs, ref)
+        if m is None:
+            module.exit_json(changed=False, map=None, msg="no multipath map matches %s" % ref)
+        info = idle.inspect(m.dev, use_fuser="never", fs=fs, runner=runner)
+        blockers = info["blockers"]
+        if blockers and not p["force"]:
+            module.fail_json(msg="map %s (%s) is in use: %s; nothing was flushed" % (
+                m.name, m.dev, "; ".join(idle.describe(b) for b in blockers)),
+                map=m.name, dm=m.dm, blockers=blockers)
+        if module.check_mode:
+            module.exit_json(changed=True, map=m.name, dm=m.dm, blockers=blockers,
+                             msg="would flush %s" % m.name)
+        lock = HostLock("host", lock_dir=p["lock_dir"], timeout=lock_timeout,
+                        info="brick.storage.multipath_flush %s" % m.name)
+        waited = lock.acquire()
+        try:
+            t0 = time.monotonic()
+            res = mp.flush(runner, m.name, retries=p["retries"], delay=p["delay"], timeout=p["timeout"])
+            elapsed = time.monotonic() - t0
+        finally:
+            lock.release()
+        module.exit_json(changed=True, map=m.name, dm=m.dm, attempts=res.attempts, elapsed=round(elapsed, 3),
+                         lock_wait=round(waited, 3), blockers=blockers)
+    except BrickError as e:
+        res = dict(msg=str(e))
+        res.update({k: v for k, v in e.details.items() if k != "cmd"})
+        module.fail_json(**res)
+
+
+if __name__ == "__main__":
+    main()

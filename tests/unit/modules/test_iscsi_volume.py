@@ -1,0 +1,119 @@
+# -*- coding: utf-8 -*-
+# Copyright: brick.storage contributors
+# Apache License 2.0 (see LICENSE)
+"""brick.storage.iscsi_volume through its main(), on the simulated host."""
+
+import json
+
+import pytest
+
+from sim import SimHost
+from conftest import import_collection_module  # tests/unit/modules/conftest.py
+
+IQN = "iqn.2003-01.org.example.array:vol1"
+P1, P2 = "10.0.0.1:3260", "10.0.0.2:3260"
+
+
+@pytest.fixture(scope="module")
+def mod():
+    pytest.importorskip("ansible")
+    return import_collection_module("iscsi_volume")
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch, mod):
+    h = SimHost(str(tmp_path / "host"))
+    h.set_fault("time_scale", 0.01)
+    runners = []
+
+    def make_runner(*a, **kw):
+        r = h.runner()
+        runners.append(r)
+        return r
+    # the module builds its own HostFS/Runner: hand it the simulated host's
+    monkeypatch.setattr(mod, "HostFS", lambda *a, **kw: h.fs)
+    monkeypatch.setattr(mod, "Runner", make_runner)
+    h.runners = runners
+    h.lock_dir = str(tmp_path / "locks")
+    return h
+
+
+def args(h, **kw):
+    a = {"portals": [P1, P2], "iqn": [IQN], "lun": [0], "lock_dir": h.lock_dir,
+         "device_wait_timeout": 3, "multipath_wait_timeout": 3}
+    a.update(kw)
+    return a
+
+
+def test_attach_rerun_detach(mod, host, run_module):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    before = host.snapshot()
+    failed, res = run_module(mod, args(host))
+    assert not failed, res
+    assert res["changed"] and res["device"].startswith("/dev/dm-") and res["commands"] == 6
+    assert res["lock_wait"] >= 0
+    failed, again = run_module(mod, args(host))
+    assert not again["changed"] and again["device"] == res["device"] and again["commands"] == 0
+    failed, gone = run_module(mod, args(host, state="absent"))
+    assert not failed and gone["changed"] and gone["leftovers"] == []
+    failed, again = run_module(mod, args(host, state="absent"))
+    assert not failed and again["changed"] is False and again["commands"] == 0
+    # multipathd remembers the WWID of every map it built (/etc/multipath/wwids), as on a real host
+    after = host.snapshot()
+    assert {k: v for k, v in after.items() if k != "/etc/multipath/wwids"} == \
+        {k: v for k, v in before.items() if k != "/etc/multipath/wwids"}
+
+
+def test_check_mode_attach_runs_nothing(mod, host, run_module):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    before = host.snapshot()
+    failed, res = run_module(mod, args(host), check_mode=True)
+    assert not failed and res["changed"] is True and res["commands"] == 0
+    assert host.snapshot() == before
+
+
+def test_check_mode_detach_runs_nothing(mod, host, run_module):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    run_module(mod, args(host))
+    snap = host.snapshot()
+    failed, res = run_module(mod, args(host, state="absent"), check_mode=True)
+    assert not failed and res["changed"] and res["removed"]["devices"]
+    assert host.snapshot() == snap
+
+
+@pytest.mark.parametrize("bad,needle", [
+    (dict(portals=["10.0.0.1:99999"]), "out of range"),
+    (dict(iqn=["iqn.bad"]), "malformed"),
+    (dict(lun=[-3]), "out of range"),
+    (dict(chap_password="only-a-secret"), "without a user name"),
+    (dict(chap_username_in="u", chap_password_in="p"), "mutual CHAP needs session CHAP"),
+    (dict(iface="bad iface;reboot"), "not allowed"),
+    (dict(lock_timeout="soon"), "lock_timeout"),
+    (dict(portals=[]), "at least one portal"),
+])
+def test_bad_input_fails_before_any_command(mod, host, run_module, bad, needle):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    before = host.snapshot()
+    failed, res = run_module(mod, args(host, **bad))
+    assert failed and needle in res["msg"], res
+    assert all(len(r.history) == 0 for r in host.runners)
+    assert host.snapshot() == before
+
+
+def test_secrets_never_in_results(mod, host, run_module):
+    host.add_target(IQN, portals=[P1], luns={0: 64}, chap=("alice", "right-secret"))
+    failed, res = run_module(mod, args(host, portals=[P1], chap_username="alice", chap_password="wrong-secret"))
+    assert failed and "authentication failed" in res["msg"]
+    assert "wrong-secret" not in json.dumps(res)
+    failed, res = run_module(mod, args(host, portals=[P1], chap_username="alice", chap_password="right-secret"))
+    assert not failed, res
+    assert "right-secret" not in json.dumps(res)
+
+
+def test_discovery_when_iqn_is_not_given(mod, host, run_module):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    failed, res = run_module(mod, {"portals": [P1], "lock_dir": host.lock_dir, "discover": "always",
+                                   "device_wait_timeout": 3, "multipath_wait_timeout": 3})
+    assert not failed, res
+    assert sorted(s["portal"] for s in res["sessions"]) == [P1, P2]
+    assert res["multipath"] is True
