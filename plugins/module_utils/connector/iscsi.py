@@ -100,7 +100,7 @@ class Connector(object):
     def __init__(self, fs, runner, iface="default", login_timeout=5, login_retries=1,
                  device_wait=20.0, multipath="auto", multipath_wait=10.0, auth=None,
                  startup="automatic", node_lock=None, clock=time.monotonic, sleep=time.sleep,
-                 poll=0.05):
+                 poll=0.05, link_wait=10.0, command_timeout=30.0):
         self.fs = fs
         self.runner = runner
         self.iface = iface
@@ -119,6 +119,8 @@ class Connector(object):
         self.clock = clock
         self.sleep = sleep
         self.poll = poll
+        self.link_wait = link_wait
+        self.command_timeout = command_timeout
         self.warnings = []
 
     # ------------------------------------------------------------------ helpers: sysfs state
@@ -163,11 +165,11 @@ class Connector(object):
         return ["iscsiadm", "-m", "node", "-T", path.iqn, "-p", str(path.portal),
                 "-I", self.iface] + list(rest)
 
-    def _node_db(self, argv, ok=(0,), timeout=30):
+    def _node_db(self, argv, ok=(0,), timeout=None):
         """A node DB write: serialised host-wide, retried on IDBM failure (rc 6) with backoff."""
         self.node_lock.acquire()
         try:
-            return self.runner.run(argv, ok_codes=ok, timeout=timeout, retries=3, delay=0.2,
+            return self.runner.run(argv, ok_codes=ok, timeout=timeout or self.command_timeout, retries=3, delay=0.2,
                                    retry_codes=(RC_IDBM,))
         finally:
             self.node_lock.release()
@@ -332,20 +334,19 @@ class Connector(object):
             raise AttachError("attach failed: %s" % e, leftovers=leftovers)
 
     def _do_connect(self, paths, use_mp, created):
-        # Node records: sequential (open-iscsi's DB fails with parallel writers).
-        todo = paths if use_mp else paths[:1]
-        for p in (paths if use_mp else paths):
-            if not self._sessions_for(p):
-                self._prepare_node(p, created)
         results = []
-        deadline = None
         if use_mp:
-            deadline_box = {}
+            # node records first, one after the other (open-iscsi's DB fails with parallel writers)
+            for p in paths:
+                if not self._sessions_for(p):
+                    self._prepare_node(p, created)
+            # every portal at once; each one's device wait counts from its own login
             threads = []
-            for p in todo:
+            for p in paths:
                 r = {"path": p}
                 results.append(r)
-                t = threading.Thread(target=self._connect_one_timed, args=(p, r, created, deadline_box))
+                t = threading.Thread(target=lambda p=p, r=r: self._connect_one(
+                    p, r, created, self.clock() + self.device_wait))
                 t.daemon = True
                 threads.append(t)
                 t.start()
@@ -356,8 +357,10 @@ class Connector(object):
             for p in paths:
                 r = {"path": p}
                 results.append(r)
+                if not self._sessions_for(p):
+                    self._prepare_node(p, created)
                 self._connect_one(p, r, created, self.clock() + self.device_wait)
-                if "device" in r:
+                if r.get("device") is not None:
                     break
         good = [r for r in results if r.get("device") is not None]
         failed = [r for r in results if r.get("device") is None]
@@ -385,13 +388,7 @@ class Connector(object):
                     raise AttachError(msg, hint="check multipathd and /etc/multipath.conf (blacklist, find_multipaths)")
                 self.warnings.append(msg + ": returning a single path device, performance and resilience are degraded")
                 devs = devs[:1]
-        if not use_mp and len(paths) > 1 and self.multipath == "off":
-            pass
         return self._describe(paths, devs, m, changed=True)
-
-    def _connect_one_timed(self, p, r, created, box):
-        # each portal gets the device wait counted from its own login
-        self._connect_one(p, r, created, self.clock() + self.device_wait + 0)
 
     def _forget_path(self, r, created):
         """Drop what we created for a failed portal (node record; a session without our LUN)."""
@@ -400,7 +397,7 @@ class Connector(object):
         if s is not None and s in created["sessions"]:
             others = scsi.session_devices(self.fs, s)
             if not others:
-                self.runner.run(self._node_argv(p, "--logout"), ok_codes=(0, RC_NO_OBJS), timeout=30, check=False)
+                self.runner.run(self._node_argv(p, "--logout"), ok_codes=(0, RC_NO_OBJS), timeout=self.command_timeout, check=False)
                 created["sessions"].remove(s)
         if p in created["nodes"] and not self._sessions_for(p):
             self._node_db(self._node_argv(p, "--op", "delete"), ok=(0, RC_NO_OBJS))
@@ -462,12 +459,10 @@ class Connector(object):
             if scsi.session_devices(fs, s):
                 left.append("session %d (carries other LUNs)" % s.sid)
                 continue
-            p = Path(None, s.iqn, 0)
             argv = ["iscsiadm", "-m", "session", "-r", str(s.sid), "--logout"]
-            r = self.runner.run(argv, ok_codes=(0, RC_NO_OBJS), timeout=30, check=False)
+            r = self.runner.run(argv, ok_codes=(0, RC_NO_OBJS), timeout=self.command_timeout, check=False)
             if r.rc not in (0, RC_NO_OBJS):
                 left.append("session %d" % s.sid)
-            del p
         for p in created["nodes"]:
             r = self._node_db(self._node_argv(p, "--op", "delete"), ok=(0, RC_NO_OBJS))
             if r.rc not in (0, RC_NO_OBJS):
@@ -487,6 +482,17 @@ class Connector(object):
                     removed.append(link)
         return removed
 
+    def _first_link(self, cands, device, wait):
+        """First of ``cands`` that resolves to ``device``; polls up to ``wait`` seconds."""
+        deadline = self.clock() + wait
+        while True:
+            for c in cands:
+                if self.fs.exists(c) and self.fs.realpath(c) == device:
+                    return c
+            if self.clock() >= deadline:
+                return None
+            self.sleep(max(self.poll, 0.1))
+
     def _describe(self, paths, devs, m, changed):
         fs = self.fs
         wwid = devs[0].wwid if devs else None
@@ -500,22 +506,18 @@ class Connector(object):
                 path_info.append({"portal": s.portal, "iqn": s.iqn, "lun": d.lun, "device": d.dev,
                                   "hctl": d.hctl, "state": d.state, "sid": s.sid,
                                   "in_map": bool(m and d.name in m.slaves)})
+        # udev makes the links asynchronously (seconds under load): wait for one, with a deadline
         if m is not None:
             device = m.dev
-            stable = None
-            for cand in ("/dev/disk/by-id/dm-uuid-mpath-%s" % m.wwid, "/dev/mapper/%s" % m.name):
-                if fs.exists(cand):
-                    stable = cand
-                    break
+            cands = ["/dev/disk/by-id/dm-uuid-mpath-%s" % m.wwid, "/dev/mapper/%s" % m.name]
         else:
             device = devs[0].dev
-            stable = None
-            if wwid and fs.exists("/dev/disk/by-id/scsi-%s" % wwid):
-                stable = "/dev/disk/by-id/scsi-%s" % wwid
-            if stable is None:
-                for link in scsi.links_to(fs, "/dev/disk/by-path", [devs[0].name]):
-                    stable = link
-                    break
+            cands = ["/dev/disk/by-id/scsi-%s" % wwid] if wwid else []
+        stable = self._first_link(cands, device, self.link_wait if changed else 0)
+        if stable is None and m is None:
+            for link in scsi.links_to(fs, "/dev/disk/by-path", [devs[0].name]):
+                stable = link
+                break
         return {"changed": changed, "device": device, "stable_path": stable, "wwid": wwid,
                 "wwn": wwid, "multipath": m is not None,
                 "multipath_map": m.name if m is not None else None,
@@ -618,7 +620,8 @@ class Connector(object):
 
             def _lo(s=s, out=outs):
                 r = self.runner.run(["iscsiadm", "-m", "session", "-r", str(s.sid), "--logout"],
-                                    ok_codes=(0, RC_NO_OBJS), timeout=30, retries=1, delay=1.0, check=False)
+                                    ok_codes=(0, RC_NO_OBJS), timeout=self.command_timeout, retries=1, delay=1.0,
+                                    check=False)
                 out.append((s, r))
             t = threading.Thread(target=_lo)
             t.daemon = True

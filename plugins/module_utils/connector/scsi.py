@@ -245,16 +245,29 @@ def parse_bypath(name):
     m = _BYPATH.match(name)
     if not m:
         return None
-    lun = m.group("lun")
-    lun = int(lun, 16) if lun.startswith("0x") else int(lun)
+    lun = lun_from_bypath(m.group("lun"))
     return {"address": m.group("addr"), "port": int(m.group("port")), "iqn": m.group("iqn"),
             "lun": lun, "part": int(m.group("part")) if m.group("part") else None,
             "offload": m.group("pci")}
 
 
+def bypath_lun(lun):
+    """LUN as udev's path_id writes it: decimal below 256, else ``0x`` + the SAM 8-byte form."""
+    if lun < 256:
+        return "%d" % lun
+    return "0x%04x%04x00000000" % (lun & 0xffff, (lun >> 16) & 0xffff)
+
+
+def lun_from_bypath(text):
+    if text.startswith("0x"):
+        h = text[2:]
+        return int(h[0:4], 16) | (int(h[4:8], 16) << 16)
+    return int(text)
+
+
 def bypath_name(bypath_portal, iqn, lun):
     """udev's by-path name of an iSCSI LUN (software initiator)."""
-    return "ip-%s-iscsi-%s-lun-%d" % (bypath_portal, iqn, lun)
+    return "ip-%s-iscsi-%s-lun-%s" % (bypath_portal, iqn, bypath_lun(lun))
 
 
 def links_to(fs, directory, names):

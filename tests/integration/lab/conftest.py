@@ -176,6 +176,8 @@ class AnsibleLab:
             "ANSIBLE_FORCE_COLOR": "0",
             "ANSIBLE_DEPRECATION_WARNINGS": "False",
             "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+            # the TCG guest can take long for the ssh banner when the host is busy
+            "ANSIBLE_TIMEOUT": "60",
             "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(
                 [str(collections_dir)] + [p for p in os.environ.get(
                     "ANSIBLE_COLLECTIONS_PATH", "").split(os.pathsep) if p]),

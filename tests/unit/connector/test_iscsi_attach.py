@@ -167,6 +167,15 @@ def test_lun_above_255(host):
     host.add_target(IQN, portals=[P1], luns={300: 16})
     c, res = attach(host, [P1], lun=300, multipath="off")
     assert res["paths"][0]["hctl"].endswith(":300")
+    # udev names LUNs above 255 in the SAM form
+    link = "/dev/disk/by-path/ip-10.0.0.1:3260-iscsi-%s-lun-0x012c000000000000" % IQN
+    assert host.fs.realpath(link) == res["device"]
+    from connector import scsi
+    assert scsi.bypath_name("10.0.0.1:3260", IQN, 300) == link.split("/")[-1]
+    assert scsi.parse_bypath(link.split("/")[-1])["lun"] == 300
+    # detach removes it and leaves nothing
+    out = c.disconnect(iscsi.build_paths([P1], [IQN], [300]))
+    assert out["leftovers"] == [] and not host.fs.lexists(link)
     assert res["size"] == 16 * 1024 * 1024
 
 
@@ -207,3 +216,12 @@ def test_bad_input_fails_before_any_command(portals, iqns, luns):
 def test_secret_without_user_is_rejected(kw):
     with pytest.raises(InvalidInput):
         iscsi.Auth(**kw)
+
+
+def test_single_path_mode_falls_back_to_the_next_portal_and_leaves_no_record_behind(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    host.set_fault("portal_down", {P1: "refuse"})
+    c, res = attach(host, [P1, P2], multipath="off")
+    assert res["device"].startswith("/dev/sd") and [s["portal"] for s in res["sessions"]] == [P2]
+    assert not c.node_exists(iscsi.build_paths([P1], [IQN], [0])[0])
+    assert any(P1 in w for w in c.warnings)

@@ -138,7 +138,7 @@ def test_ignore_errors_turns_failures_into_warnings(host):
     attached(host, [P1], multipath="off")
     host.set_fault("hang", [{"cmd": "iscsiadm", "args_contain": "--logout"}])
     c = conn(host)
-    c.runner.default_timeout = 0.5
+    c.command_timeout = 0.5
     out = c.disconnect(paths([P1]), ignore_errors=True)
     assert out["leftovers"] and any("session" in l for l in out["leftovers"])
     assert any("left" in w for w in c.warnings)
