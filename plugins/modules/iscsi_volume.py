@@ -230,12 +230,27 @@ paths:
     hctl: {description: SCSI address, type: str, sample: "2:0:0:0"}
     state: {description: SCSI device state, type: str, sample: running}
     in_map: {description: Whether the path is part of the map, type: bool}
+failed_paths:
+  description: Portals that could not be used by this attach, each with the reason (the map works without them).
+  returned: state=present, not in check mode
+  type: list
+  elements: dict
+  contains:
+    portal: {description: Portal, type: str}
+    iqn: {description: Target IQN, type: str}
+    lun: {description: LUN, type: int}
+    error: {description: Why the path failed, type: str}
 removed:
   description: What the detach removed (or would remove in check mode).
   returned: state=absent
   type: dict
 leftovers:
   description: What of the volume is still present after the detach (empty on success).
+  returned: state=absent and something was detached
+  type: list
+  elements: str
+problems:
+  description: What went wrong but was passed over because of O(force) or O(ignore_errors) (also shown as warnings).
   returned: state=absent and something was detached
   type: list
   elements: str

@@ -121,6 +121,7 @@ class Connector(object):
         self.poll = poll
         self.link_wait = link_wait
         self.command_timeout = command_timeout
+        self.failed_paths = []
         self.warnings = []
 
     # ------------------------------------------------------------------ helpers: sysfs state
@@ -372,7 +373,10 @@ class Connector(object):
             raise AttachError("volume not attached: %s" % errs,
                               hint="check that the LUN is mapped to this initiator")
         for r in failed:
-            self.warnings.append(r.get("error", "path %s failed" % r["path"]))
+            err = r.get("error", "path %s failed" % r["path"])
+            self.warnings.append(err)
+            self.failed_paths.append({"portal": str(r["path"].portal), "iqn": r["path"].iqn,
+                                      "lun": r["path"].lun, "error": err})
             self._forget_path(r, created)
         devs = [r["device"] for r in good]
         m = None
@@ -519,6 +523,7 @@ class Connector(object):
                 stable = link
                 break
         return {"changed": changed, "device": device, "stable_path": stable, "wwid": wwid,
+                "failed_paths": list(self.failed_paths),
                 "wwn": wwid, "multipath": m is not None,
                 "multipath_map": m.name if m is not None else None,
                 "size": devs[0].size if devs else None,

@@ -88,6 +88,7 @@ def test_one_portal_down_still_returns_a_map_and_warns(host):
     assert res["device"].startswith("/dev/dm-")
     assert len(res["paths"]) == 1
     assert any(P2 in w for w in c.warnings)
+    assert [f["portal"] for f in res["failed_paths"]] == [P2] and "timed out" in res["failed_paths"][0]["error"]
     assert took < 10
     # the dead portal left no node record and no session
     assert not c.node_exists(iscsi.build_paths([P2], [IQN], [0])[0])
