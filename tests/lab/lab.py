@@ -152,7 +152,7 @@ class Lab:
     def ssh_argv(self):
         return ["ssh", "-i", self.key, "-p", str(self.ssh_port),
                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+                "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=60",
                 "root@127.0.0.1"]
 
     def ssh(self, cmd, timeout=120, input=None):

@@ -424,8 +424,9 @@ class Connector(object):
                 # wait (bounded) for every live path to join and the map to be ready
                 if set(names) <= set(m.slaves) and mp.map_ready(fs, m):
                     return m
-            elif not asked and (live < 2 or self.clock() > deadline - self.multipath_wait / 2) and wwid:
-                # find_multipaths will not build a map for a single path on its own
+            elif not asked and live < 2 and wwid:
+                # find_multipaths builds a map on its own once two paths share a WWID; for a
+                # single live path it needs to be told (multipath -a + add path)
                 if not mp.wwid_known(fs, wwid):
                     created["wwid"] = wwid
                 mp.ensure_map(fs, self.runner, wwid, names)

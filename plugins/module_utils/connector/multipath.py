@@ -40,10 +40,10 @@ def ensure_map(fs, runner, wwid, paths):
     find_multipaths would not on its own (a single live path).  Returns commands run."""
     n = 0
     if not wwid_known(fs, wwid):
-        runner.run(["multipath", "-a", wwid], timeout=15, ok_codes=(0,))
+        runner.run(["multipath", "-a", wwid], timeout=60, ok_codes=(0,))
         n += 1
     for p in paths:
-        runner.run(["multipathd", "add", "path", "/dev/%s" % p], timeout=10, check=False)
+        runner.run(["multipathd", "add", "path", "/dev/%s" % p], timeout=30, check=False)
         n += 1
     return n
 
