@@ -24,7 +24,7 @@ description:
   - Open files are found with C(fuser) when it is installed, otherwise by scanning C(/proc/*/fd) (see O(use_fuser)).
   - The module never changes anything; it always returns RV(ignore:changed=false).
 author:
-  - brick.storage contributors
+  - brick.storage maintainers (@brick-storage)
 options:
   device:
     description:
@@ -73,15 +73,18 @@ options:
     default: auto
 attributes:
   check_mode:
+    description: Can run in check mode and predict whether it would change something, without changing anything.
     support: full
     details:
       - In check mode the module checks once and does not wait. A busy device does not fail the task; it is reported
         with RV(idle=false) and RV(blockers), and a warning. A bad path or a missing device still fails.
   diff_mode:
+    description: Would show the changes it makes as a diff in diff mode.
     support: none
   platform:
+    description: The target operating systems the module runs on.
     support: full
-    platforms: posix
+    platforms: linux
     details:
       - Linux only (reads sysfs and C(/proc)).
 notes:
@@ -225,8 +228,8 @@ def main():
                             use_fuser=p["use_fuser"])
     except BrickError as e:
         out = e.to_dict()
-        out.pop("msg", None)
-        module.fail_json(msg=str(e), changed=False, **out)
+        out.update(msg=str(e), changed=False)  # the message with its hint, for the operator
+        module.fail_json(**out)
     module.exit_json(changed=False, **res)
 
 

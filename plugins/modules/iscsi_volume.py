@@ -22,22 +22,26 @@ description:
     external command and reports no change.
   - On any failure of an attach, everything the call created (sessions, node records, SCSI devices) is removed
     before the module fails.
-  - Detaches (O(state=absent)) without needing anything from the attach: sessions, this volume's devices, other
+  - Detaches (O(state=absent)) without needing anything from the attach; sessions, this volume's devices, other
     LUNs on the same sessions and the map are read from sysfs. The map (or, for a single path, the device
     buffers) is flushed first; if that fails nothing is removed unless O(force=true). Sessions are logged out
     only when they carry no other LUN. Before reporting success the detach checks that no session, device, map
     or link of the volume is left.
 author:
-  - brick.storage contributors
+  - brick.storage maintainers (@brick-storage)
 extends_documentation_fragment:
   - brick.storage.lock
 attributes:
   check_mode:
+    description: Can run in check mode and predict whether it would change something, without changing anything.
     support: full
     details: Reads sysfs only and reports what it would attach or remove; no command that changes anything runs.
   diff_mode:
+    description: Would show the changes it makes as a diff in diff mode.
     support: none
   platform:
+    description: The target operating systems the module runs on.
+    support: full
     platforms: linux
     details: Needs open-iscsi (C(iscsiadm), C(iscsid)); dm-multipath needs multipath-tools (C(multipathd)).
 options:
@@ -214,32 +218,63 @@ sessions:
   type: list
   elements: dict
   contains:
-    portal: {description: Portal, type: str}
-    iqn: {description: Target IQN, type: str}
-    sid: {description: Session id, type: int}
-    state: {description: Session state (LOGGED_IN, FAILED, FREE), type: str}
-    iface: {description: open-iscsi interface, type: str}
+    portal:
+      description: Portal.
+      type: str
+    iqn:
+      description: Target IQN.
+      type: str
+    sid:
+      description: Session id.
+      type: int
+    state:
+      description: Session state (C(LOGGED_IN), C(FAILED), C(FREE)).
+      type: str
+    iface:
+      description: open-iscsi interface.
+      type: str
 paths:
   description: One entry per SCSI path device of the volume.
   returned: state=present, not in check mode
   type: list
   elements: dict
   contains:
-    portal: {description: Portal, type: str}
-    device: {description: Path device, type: str, sample: /dev/sdb}
-    hctl: {description: SCSI address, type: str, sample: "2:0:0:0"}
-    state: {description: SCSI device state, type: str, sample: running}
-    in_map: {description: Whether the path is part of the map, type: bool}
+    portal:
+      description: Portal.
+      type: str
+    device:
+      description: Path device.
+      type: str
+      sample: /dev/sdb
+    hctl:
+      description: SCSI address.
+      type: str
+      sample: "2:0:0:0"
+    state:
+      description: SCSI device state.
+      type: str
+      sample: running
+    in_map:
+      description: Whether the path is part of the map.
+      type: bool
 failed_paths:
   description: Portals that could not be used by this attach, each with the reason (the map works without them).
   returned: state=present, not in check mode
   type: list
   elements: dict
   contains:
-    portal: {description: Portal, type: str}
-    iqn: {description: Target IQN, type: str}
-    lun: {description: LUN, type: int}
-    error: {description: Why the path failed, type: str}
+    portal:
+      description: Portal.
+      type: str
+    iqn:
+      description: Target IQN.
+      type: str
+    lun:
+      description: LUN.
+      type: int
+    error:
+      description: Why the path failed.
+      type: str
 removed:
   description: What the detach removed (or would remove in check mode).
   returned: state=absent
@@ -356,7 +391,7 @@ def main():
         try:
             if not p["iqn"]:
                 found = conn.discover(paths[0].portal)
-                iqns = sorted(set(i for _, i in found))
+                iqns = sorted(set(i for _addr, i in found))
                 if len(iqns) != 1:
                     module.fail_json(msg="discovery on %s found %d targets (%s): give iqn" % (
                         paths[0].portal, len(iqns), ", ".join(iqns) or "none"), commands=len(runner.history))

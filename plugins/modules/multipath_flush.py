@@ -20,17 +20,22 @@ description:
   - The SCSI path devices under the map are left in place (use M(brick.storage.iscsi_volume) with
     O(brick.storage.iscsi_volume#module:state=absent) to detach a volume completely).
 author:
-  - brick.storage contributors
+  - brick.storage maintainers (@brick-storage)
 extends_documentation_fragment:
   - brick.storage.lock
 attributes:
   check_mode:
+    description: Can run in check mode and predict whether it would change something, without changing anything.
     support: full
     details: Reports whether the map exists and what would block the flush; runs nothing.
   diff_mode:
+    description: Would show the changes it makes as a diff in diff mode.
     support: none
   platform:
+    description: The target operating systems the module runs on.
+    support: full
     platforms: linux
+    details: Needs dm-multipath (multipath-tools).
 options:
   map:
     description: Map name, WWID, C(/dev/dm-N), C(/dev/mapper/NAME) or a C(/dev/disk/by-id) link of the map.

@@ -29,7 +29,7 @@ description:
   - No external command runs (no C(iscsiadm), C(multipath) or C(lsscsi)), so the module is cheap enough to run on
     every host of a fleet. It never changes anything and always returns RV(ignore:changed=false).
 author:
-  - brick.storage contributors
+  - brick.storage maintainers (@brick-storage)
 options:
   volume:
     description:
@@ -74,15 +74,19 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check mode and predict whether it would change something, without changing anything.
     support: full
     details: The module only reads, so it behaves the same in check mode.
   diff_mode:
+    description: Would show the changes it makes as a diff in diff mode.
     support: none
   facts:
+    description: Returns its results as host facts (C(ansible_facts)) rather than only as a registered result.
     support: full
   platform:
+    description: The target operating systems the module runs on.
     support: full
-    platforms: posix
+    platforms: linux
     details:
       - Linux only (reads sysfs and C(/dev/disk)).
 notes:
@@ -174,7 +178,7 @@ ansible_facts:
             portal: {description: Portal of the session., type: str}
             iqn: {description: Target IQN., type: str}
             lun: {description: LUN number., type: int}
-            map: {description: Name of the multipath map holding the path, or null., type: str}
+            map: {description: "Name of the multipath map holding the path, or null.", type: str}
             dm: {description: Device of that map (C(/dev/dm-N))., type: str}
             by_path: {description: by-path links to the disk., type: list, elements: str}
             by_id: {description: by-id links to the disk., type: list, elements: str}
@@ -192,6 +196,13 @@ ansible_facts:
                 the SCSI device state (C(dev_state)), the session state and portal."
               type: list
               elements: dict
+              contains:
+                device: {description: Path device., type: str, sample: /dev/sdc}
+                state: {description: "V(active) when the path works, else V(failed).", type: str}
+                dev_state: {description: SCSI device state (null when it cannot be read)., type: str}
+                session_state: {description: "State of the iSCSI session (null when it is gone or not iSCSI).", type: str}
+                portal: {description: "Portal of the session (null when not iSCSI).", type: str}
+                hctl: {description: "SCSI address (null when not iSCSI).", type: str}
             active_paths: {description: Number of working paths., type: int}
             holders: {description: Devices stacked on the map., type: list, elements: str}
             by_id: {description: by-id links to the map., type: list, elements: str}
@@ -207,7 +218,7 @@ ansible_facts:
               type: list
               elements: dict
             wwid: {description: WWID of the volume (a list if the paths disagree)., type: raw}
-            map: {description: Multipath map of the volume, or null., type: str}
+            map: {description: "Multipath map of the volume, or null.", type: str}
             dm: {description: Device of the map., type: str}
             sessions: {description: Ids of the sessions to the volume's portals and IQN., type: list, elements: int}
             empty_sessions: {description: Those of RV(ansible_facts.volume_paths.volume.sessions) with no SCSI disk at all., type: list, elements: int}
@@ -215,7 +226,7 @@ ansible_facts:
             active_paths: {description: Number of working ones., type: int}
             per_portal: {description: "For each portal: sessions, devices, links and whether a working path exists.", type: list, elements: dict}
             missing_portals: {description: Portals without a working path., type: list, elements: str}
-            exists: {description: Whether any device, link or map of the volume exists., type: bool}
+            exists: {description: "Whether any device, link or map of the volume exists.", type: bool}
             leftovers: {description: "Everything of the volume still present, for a detach check: devices, links,
                        maps and sessions with no disk.", type: list, elements: str}
         orphans:
@@ -276,17 +287,18 @@ def main():
         volume = normalize_volume(p["volume"]) if p["volume"] is not None else None
         expected = normalize_expected(p["expected"])
     except BrickError as e:
-        module.fail_json(msg="invalid input: %s" % e, changed=False, **_details(e))
+        module.fail_json(**_failure(e, "invalid input: %s" % e))
     try:
         facts = gather(HostFS(), volume=volume, expected=expected, orphans=p["gather_orphans"])
     except BrickError as e:
-        module.fail_json(msg=str(e), changed=False, **_details(e))
+        module.fail_json(**_failure(e, str(e)))
     module.exit_json(changed=False, ansible_facts={"volume_paths": facts})
 
 
-def _details(e):
+def _failure(e, msg):
+    """fail_json arguments for ``e``: its details, with ``msg`` as the operator-facing message."""
     out = e.to_dict()
-    out.pop("msg", None)
+    out.update(msg=msg, changed=False)
     return out
 
 

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # boot.sh - run the brick.storage lab guest under qemu (TCG; the KVM on these
 # hosts is PVM and cannot run a stock kernel, see README.md).
 #
@@ -54,6 +54,7 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
 T0=$(now)
 log() { echo "[boot.sh +$(elapsed "$T0")s] $*"; }
 running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+# shellcheck disable=SC2029  # the arguments are a command line for the guest's shell: it expands them there
 gssh() { ssh "${SSH_OPTS[@]}" root@127.0.0.1 "$@"; }
 
 # The "ready" state depends on the image and on how prepare builds it.
@@ -101,8 +102,10 @@ wait_ssh() {
 
 start() {
   if running; then log "already running (pid $(cat "$PIDFILE"))"; return 0; fi
-  [ -f "$LAB_DIR/root.raw" ] && [ -f "$LAB_DIR/image.stamp" ] \
-    || { echo "no image in $LAB_DIR: run $HERE/build-image.sh first" >&2; exit 1; }
+  if [ ! -f "$LAB_DIR/root.raw" ] || [ ! -f "$LAB_DIR/image.stamp" ]; then
+    echo "no image in $LAB_DIR: run $HERE/build-image.sh first" >&2
+    exit 1
+  fi
   mkdir -p "$LAB_RUN"
   # The overlay and the RAM state in it are only valid on top of the exact
   # root.raw (and prepare recipe) they were made from.

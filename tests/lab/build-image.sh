@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # build-image.sh - build the Debian 12 guest image for the brick.storage lab.
 #
 # Produces, in $LAB_DIR (default /var/tmp/brick-lab, outside the git tree):
@@ -75,6 +75,7 @@ ticker=$!
 trap 'kill $ticker 2>/dev/null || true' EXIT
 
 log "step: mmdebstrap ${#PKGS[@]} packages (typically 85-130 s)"
+# shellcheck disable=SC2016  # the hooks' $1 (the new rootfs) is expanded by mmdebstrap's shell, not here
 mmdebstrap --variant=apt --mode=root \
   --aptopt='Acquire::Check-Valid-Until "false"' \
   --aptopt='Apt::Install-Recommends "false"' \
@@ -94,6 +95,7 @@ log "mmdebstrap done"
 cp -L "$ROOTFS"/boot/vmlinuz-* "$LAB_DIR/vmlinuz"
 cp -L "$ROOTFS"/boot/initrd.img-* "$LAB_DIR/initrd.img"
 # Package versions in the image, for reports.
+# shellcheck disable=SC2016  # ${Package} ${Version} is dpkg-query's format syntax, not shell
 chroot "$ROOTFS" dpkg-query -W -f '${Package} ${Version}\n' > "$LAB_DIR/packages.txt"
 
 log "step: mkfs.ext4 -d ($IMG_SIZE)"

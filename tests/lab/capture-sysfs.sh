@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # capture-sysfs.sh - runs INSIDE the lab guest:  boot.sh ssh 'bash -s' < capture-sysfs.sh
 # Logs in to both portals (stock open-iscsi settings), waits for the 2-path
 # dm-multipath maps, dumps the real sysfs / udev / device-mapper layout
@@ -9,7 +9,7 @@ P1=127.0.0.1:3260
 P2=127.0.0.2:3260
 T0=$(date +%s.%N)
 sec() { echo; echo "===== $* ===== [+$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s]"; }
-run() { echo "\$ $*"; eval "$@" 2>&1; }
+run() { echo "\$ $*"; eval "$*" 2>&1; }  # the arguments are one shell command line (pipes, redirections)
 dumpattrs() {  # every regular file directly in dir $1: name = value
   local d=$1 f mode
   for f in "$d"/*; do
@@ -39,7 +39,7 @@ run iscsiadm -m node -T $T -p $P2 --login
 sec "waiting for 2 maps x 2 active paths, /dev/mapper links and an idle udev queue"
 for _ in $(seq 1 60); do
   act=$(multipath -ll 2>/dev/null | grep -cE 'active ready +running')
-  links=$(ls /dev/mapper | grep -vc control)
+  links=$(find /dev/mapper -mindepth 1 -maxdepth 1 ! -name control | wc -l)
   if [ "$act" -ge 4 ] && [ "$links" -ge 2 ] && udevadm settle -t 0 2>/dev/null; then break; fi
   sleep 2
 done
@@ -57,7 +57,7 @@ for c in /sys/class/iscsi_connection/*; do run readlink -f "$c"; done
 for h in /sys/class/iscsi_host/*; do run readlink -f "$h"; done
 
 sec "device tree of the first session"
-S=$(ls -d /sys/class/iscsi_session/session* | head -1)
+S=$(find /sys/class/iscsi_session/ -mindepth 1 -maxdepth 1 -name 'session*' | sort | head -1)
 SN=$(basename "$S")
 SD=$(readlink -f "$S/device")
 run readlink -f "$S/device"
@@ -65,10 +65,10 @@ run "find $(dirname "$SD") -maxdepth 5 -not -path '*/power*' -not -path '*/queue
 
 sec "attributes: /sys/class/iscsi_session/$SN"
 dumpattrs "$S"
-C=$(ls -d /sys/class/iscsi_connection/connection${SN#session}:* | head -1)
+C=$(find /sys/class/iscsi_connection/ -mindepth 1 -maxdepth 1 -name "connection${SN#session}:*" | sort | head -1)
 sec "attributes: $C"
 dumpattrs "$C"
-H=$(ls -d "$SD"/../iscsi_host/host* 2>/dev/null | head -1)
+H=$(find "$SD/../iscsi_host" -mindepth 1 -maxdepth 1 -name 'host*' 2>/dev/null | sort | head -1)
 [ -n "$H" ] || H=/sys/class/iscsi_host/$(basename "$(dirname "$SD")")
 sec "attributes: $H"
 dumpattrs "$H"
@@ -87,19 +87,19 @@ sec "attributes: /sys/block/$SDX/device (scsi_device of LUN 0 via $P1)"
 dumpattrs "/sys/block/$SDX/device"
 sec "attributes: /sys/block/$SDX"
 dumpattrs "/sys/block/$SDX"
-run ls /sys/block/$SDX/holders /sys/block/$SDX/device/scsi_disk /sys/block/$SDX/device/scsi_generic 2>&1
-run udevadm info --query=property --name=/dev/$SDX
+run ls "/sys/block/$SDX/holders" "/sys/block/$SDX/device/scsi_disk" "/sys/block/$SDX/device/scsi_generic" 2>&1
+run udevadm info --query=property "--name=/dev/$SDX"
 
-WWID=$(/lib/udev/scsi_id --whitelisted --device=/dev/$SDX)
-DM=$(basename "$(readlink -f /dev/mapper/$WWID)")
+WWID=$(/lib/udev/scsi_id --whitelisted "--device=/dev/$SDX")
+DM=$(basename "$(readlink -f "/dev/mapper/$WWID")")
 sec "dm-multipath map $WWID ($DM)"
 dumpattrs "/sys/block/$DM"
 echo "-- dm/"; dumpattrs "/sys/block/$DM/dm"
-run ls -l /sys/block/$DM/slaves /sys/block/$DM/holders
-run dmsetup table $WWID
-run dmsetup status $WWID
-run dmsetup info $WWID
-run udevadm info --query=property --name=/dev/$DM
+run ls -l "/sys/block/$DM/slaves" "/sys/block/$DM/holders"
+run dmsetup table "$WWID"
+run dmsetup status "$WWID"
+run dmsetup info "$WWID"
+run udevadm info --query=property "--name=/dev/$DM"
 run multipathd show paths
 run multipathd show maps
 run 'multipathd show paths format "%d %w %i %t %T %o %a %r %s"'

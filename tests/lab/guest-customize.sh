@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # guest-customize.sh ROOTFS PUBKEY_FILE - mmdebstrap customize hook, run on the
 # HOST by build-image.sh with ROOTFS = the freshly bootstrapped guest tree.
 # Makes the guest boot fast and headless and reachable over ssh through qemu
@@ -61,8 +61,10 @@ in_root systemctl mask rtslib-fb-targetctl.service
 # is left to iscsid / multipathd exactly as on a real host.
 printf 'configfs\ntarget_core_mod\ntarget_core_file\niscsi_target_mod\n' > "$R/etc/modules-load.d/lab-target.conf"
 
-# The target fixture.
-install -m 755 "$HERE/lab-target.py" "$R/usr/local/sbin/lab-target"
+# The target fixture. lab-target.py has no shebang in the repo (ansible-test's shebang check allows no
+# python3 one); the guest's python3 is /usr/bin/python3.
+{ printf '#!/usr/bin/python3\n'; cat "$HERE/lab-target.py"; } > "$R/usr/local/sbin/lab-target"
+chmod 755 "$R/usr/local/sbin/lab-target"
 
 # Bytecode cache for Ansible's AnsiballZ payloads (lab speed only).
 PYVER=$(in_root python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -94,7 +96,7 @@ echo "InitiatorName=iqn.1993-08.org.debian:01:brick-lab0001" > "$R/etc/iscsi/ini
 
 # Drop kernel modules no VM needs (GPU, sound, wifi, NIC drivers, ...);
 # keep scsi, target, md/dm, block, virtio, net core, netfilter, fs.
-KVER=$(ls "$R/lib/modules" | head -1)
+KVER=$(find "$R/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort | head -1)
 K="$R/lib/modules/$KVER/kernel"
 rm -rf "$K/sound" "$K/drivers/gpu" "$K/drivers/media" "$K/drivers/net/wireless" \
        "$K/drivers/net/ethernet" "$K/drivers/infiniband" "$K/drivers/staging" \

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """lab-target - LIO iSCSI target fixture for the brick.storage lab guest.
 
 Runs IN the guest (installed as /usr/local/sbin/lab-target).
@@ -47,8 +46,7 @@ def initiator_name():
 
 def tpgs():
     for t in RTSRoot().targets:
-        for tpg in t.tpgs:
-            yield tpg
+        yield from t.tpgs
 
 
 def teardown():
@@ -90,7 +88,7 @@ def setup(a):
 
 def blocked():
     out = subprocess.run(["iptables", "-S", "INPUT"], capture_output=True,
-                         text=True).stdout
+                         text=True, check=False).stdout
     return [l for l in out.splitlines() if f"--dport {PORT}" in l and "DROP" in l]
 
 
@@ -120,7 +118,7 @@ def show():
 def _rule(op, ip):
     return subprocess.run(["iptables", op, "INPUT", "-p", "tcp", "-d", ip,
                            "--dport", str(PORT), "-j", "DROP"],
-                          capture_output=True).returncode
+                          capture_output=True, check=False).returncode
 
 
 def block_portal(ip):
@@ -177,7 +175,7 @@ def map_lun(n):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument("action", choices=[
         "setup", "teardown", "show", "block-portal", "unblock-portal",
         "remove-portal", "restore-portal", "unmap-lun", "map-lun"])

@@ -62,7 +62,7 @@ class Lab:
                                "installed (needs root + apt-get)")
             else:
                 rc = subprocess.run(["apt-cache", "policy", "qemu-system-x86"],
-                                    capture_output=True, text=True)
+                                    capture_output=True, text=True, check=False)
                 if "Candidate: (none)" in rc.stdout or rc.returncode != 0:
                     reasons.append("qemu-system-x86 is not installable from apt "
                                    "(try apt-get update)")
@@ -129,23 +129,23 @@ class Lab:
 
     def ensure_built(self, timeout=1200):
         """Build the image unless the cached one matches the inputs (cheap if cached)."""
-        self.timings["build"], _ = self._run_script(self.build_sh, [], timeout)
+        self.timings["build"], _out = self._run_script(self.build_sh, [], timeout)
         return self.timings["build"]
 
     def is_running(self):
         return subprocess.run([self.boot_sh, "status"], env=self.env(),
-                              capture_output=True).returncode == 0
+                              capture_output=True, check=False).returncode == 0
 
     def start(self, timeout=900):
-        self.timings["start"], _ = self._run_script(self.boot_sh, ["start"], timeout)
+        self.timings["start"], _out = self._run_script(self.boot_sh, ["start"], timeout)
         return self.timings["start"]
 
     def reset(self, timeout=300):
-        self.timings["reset"], _ = self._run_script(self.boot_sh, ["reset"], timeout)
+        self.timings["reset"], _out = self._run_script(self.boot_sh, ["reset"], timeout)
         return self.timings["reset"]
 
     def stop(self, timeout=120):
-        self.timings["stop"], _ = self._run_script(self.boot_sh, ["stop"], timeout)
+        self.timings["stop"], _out = self._run_script(self.boot_sh, ["stop"], timeout)
         return self.timings["stop"]
 
     # -- guest access ---------------------------------------------------------
@@ -162,7 +162,7 @@ class Lab:
         """
         try:
             p = subprocess.run(self.ssh_argv() + [cmd], capture_output=True, text=True,
-                               timeout=timeout, input=input)
+                               timeout=timeout, input=input, check=False)
         except subprocess.TimeoutExpired as e:
             def s(x):
                 return x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
@@ -206,12 +206,12 @@ echo "debian=$(cat /etc/debian_version)"
             raise LabError("versions: rc %d %s" % (rc, err))
         v = {"packages": {}}
         for line in out.splitlines():
-            k, _, val = line.partition("=")
+            k, _sep, val = line.partition("=")
             if k.startswith("pkg:"):
                 v["packages"][k[4:]] = val
             elif k:
                 v[k] = val
-        q = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True)
+        q = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True, check=False)
         v["qemu"] = (q.stdout.splitlines() or [""])[0].replace("QEMU emulator version ", "")
         return v
 

@@ -3,11 +3,10 @@
 # Apache License 2.0 (see LICENSE)
 """Simulated iSCSI initiator host for unit tests, fault injection and benchmarks (see README.md).
 
-``from sim import SimHost``.  The import is lazy so the fake commands in ``bin/`` (which import
-``sim.cli``) do not pay for the connector's HostFS.
+``from sim import SimHost`` (also ``SimHostFS``, ``SimDiff``, ``SimError``).  The import is lazy so the fake
+commands in ``bin/`` (which import ``sim.cli``) do not pay for the connector's HostFS; hence no ``__all__``
+(its names would not be defined in this module).
 """
-
-__all__ = ["SimHost", "SimHostFS", "SimError"]
 
 
 def __getattr__(name):

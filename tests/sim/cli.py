@@ -218,7 +218,7 @@ class Iscsiadm(object):
     @staticmethod
     def show_lines(rec, defaults, show_secrets=False):
         lines = ["# BEGIN RECORD %s" % VERSION]
-        keys = [k for k, _ in defaults]
+        keys = [k for k, _value in defaults]
         if defaults is NODE_DEFAULTS:
             i = keys.index("node.session.auth.chap_algs") + 1
             keys[i:i] = list(AUTH_KEYS)
@@ -479,11 +479,11 @@ class Iscsiadm(object):
                 out.o("\t\tIface HWaddress: default")
                 out.o("\t\tIface Netdev: default")
                 out.o("\t\tSID: %d" % s["sid"])
-                out.o("\t\tiSCSI Connection State: %s" % ("LOGGED IN" if s["state"] == "LOGGED_IN"
-                                                            else "TRANSPORT WAIT"))
+                out.o("\t\tiSCSI Connection State: %s" % (
+                    "LOGGED IN" if s["state"] == "LOGGED_IN" else "TRANSPORT WAIT"))
                 out.o("\t\tiSCSI Session State: %s" % s["state"])
-                out.o("\t\tInternal iscsid Session State: %s" % ("NO CHANGE" if s["state"] == "LOGGED_IN"
-                                                                  else "REOPEN"))
+                out.o("\t\tInternal iscsid Session State: %s" % (
+                    "NO CHANGE" if s["state"] == "LOGGED_IN" else "REOPEN"))
                 if level >= 3:
                     out.o("\t\t************************")
                     out.o("\t\tAttached SCSI devices:")
@@ -857,7 +857,7 @@ def multipathd(sim, args):
             return out
         cmd = " ".join(a[:3])
         if a[:2] == ["show", "status"]:
-            paths = [n for n in st["disks"]]
+            paths = list(st["disks"])
             up = sum(1 for dm, m in st["maps"].items() for v in m.get("paths", {}).values() if v == "active")
             out.o("path checker states:")
             out.o("up                  %d" % up)

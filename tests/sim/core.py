@@ -52,7 +52,7 @@ def split_portal(portal, default_port=3260):
         return addr.lower(), port
     if p.count(":") > 1:
         return p.lower(), default_port
-    addr, _, port = p.partition(":")
+    addr, _sep, port = p.partition(":")
     return addr.lower(), int(port) if port else default_port
 
 

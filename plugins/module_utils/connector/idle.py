@@ -21,6 +21,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import os
 import time
 
@@ -48,7 +49,7 @@ def parse_fuser(stdout, stderr=""):
     pids = set()
     for line in (stdout or "").splitlines():
         if ":" in line:
-            head, _, tail = line.rpartition(":")
+            head, _sep, tail = line.rpartition(":")
             if not head.strip().isdigit():
                 line = tail
         for tok in line.split():
@@ -400,7 +401,7 @@ def _check_numbers(interval, max_retries, timeout):
         interval = float(interval)
     except (TypeError, ValueError):
         raise InvalidInput("interval '%s' is not a number" % (interval,))
-    if not interval > 0:
+    if math.isnan(interval) or interval <= 0:
         raise InvalidInput("interval must be greater than 0, got %s" % interval)
     if isinstance(max_retries, bool):
         raise InvalidInput("max_retries must be an integer, not a boolean")

@@ -560,9 +560,9 @@ class Connector(object):
             return {"changed": False, "msg": "volume is not attached", "removed": {}}
         plan = {"maps": [m.name for m in maps], "devices": [d.dev for d in mine],
                 "logout": ["%s %s" % (e["session"].portal, e["session"].iqn) for e in logout],
-                "kept_sessions": ["%s %s (other LUNs: %s)" % (e["session"].portal, e["session"].iqn,
-                                                               ", ".join(str(d.lun) for d in e["others"]))
-                                  for e in keep]}
+                "kept_sessions": ["%s %s (other LUNs: %s)" % (
+                    e["session"].portal, e["session"].iqn, ", ".join(str(d.lun) for d in e["others"]))
+                    for e in keep]}
         if check_mode:
             return {"changed": True, "msg": "would detach", "removed": plan}
         problems = []
@@ -621,15 +621,15 @@ class Connector(object):
         # 3. log out sessions that carry nothing else, in parallel; then delete their node records
         threads = []
         outs = []
-        for e in logout:
-            s = e["session"]
 
-            def _lo(s=s, out=outs):
-                r = self.runner.run(["iscsiadm", "-m", "session", "-r", str(s.sid), "--logout"],
-                                    ok_codes=(0, RC_NO_OBJS), timeout=self.command_timeout, retries=1, delay=1.0,
-                                    check=False)
-                out.append((s, r))
-            t = threading.Thread(target=_lo)
+        def _lo(s, out):
+            r = self.runner.run(["iscsiadm", "-m", "session", "-r", str(s.sid), "--logout"],
+                                ok_codes=(0, RC_NO_OBJS), timeout=self.command_timeout, retries=1, delay=1.0,
+                                check=False)
+            out.append((s, r))
+
+        for e in logout:
+            t = threading.Thread(target=_lo, args=(e["session"], outs))
             t.daemon = True
             threads.append(t)
             t.start()
@@ -644,7 +644,7 @@ class Connector(object):
                 continue
             r = self._node_db(self._node_argv(p, "--op", "delete"), ok=(0, RC_NO_OBJS))
         # 4. verify nothing of the volume is left
-        leftovers = self.leftovers(paths, names, [m for m in maps])
+        leftovers = self.leftovers(paths, names, list(maps))
         out = {"changed": True, "removed": plan, "leftovers": leftovers, "problems": problems}
         if leftovers:
             msg = "detach left %s" % "; ".join(leftovers)

@@ -56,7 +56,7 @@ def backoff_delays(retries, delay, factor=2.0, max_delay=None):
     """The sleeps between ``retries + 1`` attempts: delay, delay*factor, ... (capped)."""
     out = []
     d = float(delay)
-    for _ in range(max(0, int(retries))):
+    for _attempt in range(max(0, int(retries))):
         out.append(min(d, max_delay) if max_delay is not None else d)
         d *= factor
     return out
@@ -114,7 +114,9 @@ class Runner(object):
     # -- running -----------------------------------------------------------------------------
     def _once(self, argv, timeout, stdin):
         try:
-            proc = subprocess.Popen(
+            # The connector never imports ansible (docs/dev/architecture.md), so AnsibleModule.run_command is not an
+            # option: this is the one place that runs commands (own process group, killed as a whole on time-out).
+            proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
                 argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env,
                 close_fds=True, start_new_session=True, universal_newlines=True)

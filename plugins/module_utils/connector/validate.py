@@ -120,13 +120,13 @@ def portal(value, what="portal"):
             return Portal(v.lower(), DEFAULT_PORT, True)
         raise InvalidInput("%s '%s' is malformed" % (what, v),
                            hint="write IPv6 portals in brackets: [addr]:port")
-    host, _, p = v.partition(":")
+    host, sep, p = v.partition(":")
     if _IPV4.match(host):
         if not _is_ipv4(host):
             raise InvalidInput("%s '%s': '%s' is not a valid IPv4 address" % (what, v, host))
     elif not _HOSTNAME.match(host):
         raise InvalidInput("%s '%s': '%s' is not a valid address or host name" % (what, v, host))
-    if _ and not p:
+    if sep and not p:
         raise InvalidInput("%s '%s' has an empty port" % (what, v))
     return Portal(host, port(p, what + " port") if p else DEFAULT_PORT, False)
 

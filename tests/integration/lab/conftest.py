@@ -34,8 +34,8 @@ _STATE = {"versions": None, "timings": {}}
 
 
 def _loud(msg):
-    bar = "!" * 78
-    return "\n%s\n!!! BRICK LAB: %s\n%s" % (bar, msg, bar)
+    rule = "!" * 78
+    return "\n%s\n!!! BRICK LAB: %s\n%s" % (rule, msg, rule)
 
 
 def pytest_configure(config):
@@ -190,7 +190,7 @@ class AnsibleLab:
         e = dict(self.env)
         e.update(env or {})
         t0 = time.monotonic()
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=e)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=e, check=False)
         return AnsibleResult(argv, proc, time.monotonic() - t0)
 
     def playbook(self, playbook, extra_vars=None, args=(), timeout=900, env=None, check=False):

@@ -8,8 +8,6 @@ import json
 import re
 import time
 
-import pytest
-
 T = "iqn.2003-01.org.linux-iscsi.lab:target1"
 P1, P2 = "127.0.0.1:3260", "127.0.0.2:3260"
 

@@ -96,7 +96,7 @@ def test_two_portals_multipath_failover(lab, record_property):
         p2dev = sh(lab, "basename $(readlink -f %s)" % bp2).strip()
 
         def slaves():
-            rc, out, _ = lab.ssh("ls /sys/block/$(basename $(readlink -f /dev/mapper/%s))/slaves" % wwid)
+            rc, out, _err = lab.ssh("ls /sys/block/$(basename $(readlink -f /dev/mapper/%s))/slaves" % wwid)
             return out.split() if rc == 0 and len(out.split()) == 2 else None
         paths = wait_for("2-path map %s" % wwid, slaves, 60)
         assert p2dev in paths, (p2dev, paths)

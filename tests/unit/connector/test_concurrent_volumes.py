@@ -47,13 +47,13 @@ def test_eight_concurrent_attaches_then_detaches_leave_a_consistent_tree(tmp_pat
     assert len(h.fs.listdir("/sys/class/iscsi_session")) == 8
     assert len([d for d in h.fs.listdir("/sys/block") if d.startswith("sd")]) == 16
     # now mix: detach LUN 0 everywhere while LUN 1s are re-attached (no-ops) at the same time
-    procs = [spawn(root, lock_dir, "detach", [P1, P2], iqn, 0) for iqn, _ in vols[::2]]
-    procs += [spawn(root, lock_dir, "attach", [P1, P2], iqn, 1) for iqn, _ in vols[::2]]
+    procs = [spawn(root, lock_dir, "detach", [P1, P2], iqn, 0) for iqn, _lun in vols[::2]]
+    procs += [spawn(root, lock_dir, "attach", [P1, P2], iqn, 1) for iqn, _lun in vols[::2]]
     res = finish(procs)
     assert [r["changed"] for r in res[4:]] == [False] * 4
     assert h.check() == []
     assert len(h.fs.listdir("/sys/class/iscsi_session")) == 8  # LUN 1 keeps every session
-    finish([spawn(root, lock_dir, "detach", [P1, P2], iqn, 1) for iqn, _ in vols[::2]])
+    finish([spawn(root, lock_dir, "detach", [P1, P2], iqn, 1) for iqn, _lun in vols[::2]])
     assert h.check() == []
     after = h.snapshot()
     assert {k: v for k, v in after.items() if k != "/etc/multipath/wwids"} == \

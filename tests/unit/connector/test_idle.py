@@ -4,7 +4,6 @@
 """connector.idle: parsing, validation, and the wait against the simulated host."""
 
 import os
-import stat
 import threading
 import time
 
@@ -412,10 +411,13 @@ def test_proc_scan_matches_fuser(host):
     a = idle.inspect(dev, fs=host.fs, runner=host.runner(), use_fuser="always")
     b = idle.inspect(dev, fs=host.fs, use_fuser="never")
     assert (a["method"], b["method"]) == ("fuser", "proc")
-    key = lambda x: (x["pid"], x["device"])  # noqa: E731
+
+    def key(x):
+        return (x["pid"], x["device"])
+
     assert sorted(a["blockers"], key=key) == sorted(b["blockers"], key=key)
-    assert {(x["pid"], x["device"], x["comm"]) for x in a["blockers"]} == {(31, "/dev/sdb1", "sgdisk"),
-                                                                          (32, "/dev/sdb", "blkid")}
+    assert {(x["pid"], x["device"], x["comm"]) for x in a["blockers"]} == {
+        (31, "/dev/sdb1", "sgdisk"), (32, "/dev/sdb", "blkid")}
 
 
 def test_missing_fuser_auto_falls_back_to_proc(host):

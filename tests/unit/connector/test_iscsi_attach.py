@@ -152,7 +152,7 @@ def test_discovery_finds_the_target_and_stores_no_records(host):
     found = c.discover(iscsi.build_paths([P1], [IQN], [0])[0].portal)
     assert sorted(found) == sorted([(P1, IQN), (P2, IQN)])
     assert host.fs.listdir("/etc/iscsi/nodes") == []
-    assert not [e for e in host.fs.listdir("/etc/iscsi/send_targets")]
+    assert not list(host.fs.listdir("/etc/iscsi/send_targets"))
 
 
 def test_ipv6_portal(host):
@@ -172,8 +172,8 @@ def test_lun_above_255(host):
     link = "/dev/disk/by-path/ip-10.0.0.1:3260-iscsi-%s-lun-0x012c000000000000" % IQN
     assert host.fs.realpath(link) == res["device"]
     from connector import scsi
-    assert scsi.bypath_name("10.0.0.1:3260", IQN, 300) == link.split("/")[-1]
-    assert scsi.parse_bypath(link.split("/")[-1])["lun"] == 300
+    assert scsi.bypath_name("10.0.0.1:3260", IQN, 300) == link.rsplit("/", maxsplit=1)[-1]
+    assert scsi.parse_bypath(link.rsplit("/", maxsplit=1)[-1])["lun"] == 300
     # detach removes it and leaves nothing
     out = c.disconnect(iscsi.build_paths([P1], [IQN], [300]))
     assert out["leftovers"] == [] and not host.fs.lexists(link)

@@ -4,7 +4,7 @@ import time
 import pytest
 
 from connector import iscsi
-from connector.errors import CommandTimeout, DetachError, DeviceBusy, FlushError
+from connector.errors import DeviceBusy, FlushError
 from sim import SimHost
 
 IQN = "iqn.2003-01.org.example.array:vol1"

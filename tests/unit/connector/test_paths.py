@@ -360,7 +360,7 @@ def test_cost_grows_linearly(tmp_path):
         root = bench_facts.build_tree(str(tmp_path / str(n)), n)
         gather(HostFS(root))
         best = None
-        for _ in range(3):
+        for _round in range(3):
             t0 = time.process_time()
             f = gather(HostFS(root))
             dt = time.process_time() - t0

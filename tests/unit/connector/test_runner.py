@@ -32,7 +32,7 @@ def test_timeout_kills_the_process_group(tmp_path):
     assert "0.5" in str(ei.value)
     pid = int(pidfile.read_text())
     # the process is gone (killed), not orphaned
-    for _ in range(50):
+    for _poll in range(50):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -52,7 +52,7 @@ def test_timeout_kills_grandchildren_too(tmp_path):
     with pytest.raises(CommandTimeout):
         r.run([sys.executable, "-c", script], timeout=1.0)
     pid = int(pidfile.read_text())
-    for _ in range(100):
+    for _poll in range(100):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

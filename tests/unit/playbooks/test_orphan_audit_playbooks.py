@@ -75,7 +75,7 @@ class Fleet(object):
                    ANSIBLE_DEPRECATION_WARNINGS="0")
         argv = ["ansible-playbook", "-i", self.inventory(), os.path.join(REPO, "playbooks", playbook)] + list(extra)
         p = subprocess.run(argv, env=env, cwd=self.top, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           universal_newlines=True, timeout=kw.get("timeout", 300))
+                           universal_newlines=True, timeout=kw.get("timeout", 300), check=False)
         return p.returncode, p.stdout
 
     def report(self, d="report"):
@@ -180,8 +180,8 @@ def test_verify_attached_and_detached_messages(fleet):
     assert "1 of 2 expected path(s) work; no working path via %s" % P2 in out
     assert "(device transport-offline)" in out
     # one expected path is enough on the sick host
-    rc, out = fleet.play("verify_attached.yml", "-e", json.dumps(dict(vol0, brick_volume_expected_paths=1,
-                                                                       brick_verify_hosts="sick")))
+    rc, out = fleet.play("verify_attached.yml", "-e",
+                         json.dumps(dict(vol0, brick_volume_expected_paths=1, brick_verify_hosts="sick")))
     assert rc == 0, out
     # detached: LUN 1 only exists on "extra"
     vol1 = dict(vol0, brick_volume_lun=1)

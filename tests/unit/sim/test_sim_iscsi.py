@@ -86,8 +86,8 @@ def test_auto_scan_on_login_creates_every_lun(host):
     r = sh(host, *node(IQN, P1, "--login"))  # new record: node.session.scan = auto
     assert r.rc == 0
     d = host.disks()
-    assert sorted((x["hctl"], n) for n, x in d.items()) == [("2:0:0:0", "sda"), ("2:0:0:1", "sdb"),
-                                                           ("2:0:0:2", "sdc")]
+    assert sorted((x["hctl"], n) for n, x in d.items()) == [
+        ("2:0:0:0", "sda"), ("2:0:0:1", "sdb"), ("2:0:0:2", "sdc")]
     assert host.fs.read("/sys/block/sdc/size") == str(16 * 2048)
     assert host.fs.read("/sys/block/sdb/device/wwid") == t["luns"][1]["sysfs_wwid"]
     # manual scan on a second target: nothing until a scan

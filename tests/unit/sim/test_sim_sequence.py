@@ -114,8 +114,8 @@ def test_scripted_multipath_cycle_returns_to_the_initial_tree(host):
     assert links(host, BYID) == {}
     assert sorted(links(host, BYPATH)) == ["pci-0000:00:04.0", "virtio-pci-0000:00:04.0"]
     assert not fs.lexists("/dev/sda") and not fs.lexists("/dev/sdb")
-    assert fs.listdir("/sys/bus/scsi/devices") == ["host0", "host1", "host2", "host3", "target2:0:0",
-                                                    "target3:0:0"]
+    assert fs.listdir("/sys/bus/scsi/devices") == [
+        "host0", "host1", "host2", "host3", "target2:0:0", "target3:0:0"]
     assert fs.listdir("/sys/class/scsi_device") == []
 
     # -- logout both: sessions and hosts gone
