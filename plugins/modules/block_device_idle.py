@@ -123,6 +123,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+msg:
+  description: In check mode, why the device is not idle (check mode inspects once and does not wait).
+  returned: in check mode, when the device is busy
+  type: str
+  sample: "device /dev/sdb is busy now (1 blocker(s)); check mode does not wait"
 idle:
   description: Whether the device was idle at the last check. Always V(true) outside check mode (a busy device fails).
   returned: always
@@ -220,8 +225,9 @@ def main():
             res = inspect(p["device"], exclusive=p["exclusive_open"], use_fuser=p["use_fuser"])
             res.update(waited=0.0, checks=1)
             if not res["idle"]:
-                module.warn("device %s is busy now (%d blocker(s)); check mode does not wait"
-                            % (res["device"], len(res["blockers"])))
+                res["msg"] = "device %s is busy now (%d blocker(s)); check mode does not wait" % (
+                    res["device"], len(res["blockers"]))
+                module.warn(res["msg"])
         else:
             res = wait_idle(p["device"], interval=p["interval"], max_retries=p["max_retries"],
                             timeout=p["timeout"], exclusive=p["exclusive_open"],
