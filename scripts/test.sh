@@ -198,7 +198,7 @@ st_lab_pytest() {
     return 3
   fi
   local rc=0
-  python -m pytest tests/integration/lab -v -p no:cacheprovider -rs || rc=$?
+  python -m pytest tests/integration/lab -v -p no:cacheprovider -rs --durations=0 || rc=$?
   if [ "$rc" = 5 ]; then
     warn_banner "pytest collected NO lab tests in tests/integration/lab: nothing ran on the real-kernel lab."
     return 3

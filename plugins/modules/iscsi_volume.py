@@ -308,6 +308,11 @@ from ansible_collections.brick.storage.plugins.module_utils.connector.runner imp
 from ansible_collections.brick.storage.plugins.module_utils.connector import iscsi
 
 
+def _warn(module, warnings):
+    for w in warnings:
+        module.warn(w)
+
+
 def _fail(module, runner, e):
     res = {"msg": str(e), "commands": len(runner.history) if runner else 0}
     if isinstance(e, BrickError):
@@ -373,7 +378,8 @@ def main():
             have = conn._attached(paths)
             if have is not None:
                 res = conn._describe(paths, have[0], have[1], changed=False)
-                module.exit_json(commands=len(runner.history), warnings=conn.warnings, **res)
+                _warn(module, conn.warnings)
+                module.exit_json(commands=len(runner.history), **res)
         if module.check_mode:
             if not p["iqn"]:
                 module.exit_json(changed=True, msg="would discover the target on %s and attach it" % paths[0].portal,
@@ -416,7 +422,8 @@ def main():
                 res = conn.disconnect(paths, force=p["force"], ignore_errors=p["ignore_errors"], busy_check=busy)
         finally:
             lock.release()
-        module.exit_json(commands=len(runner.history), lock_wait=round(waited, 3), warnings=conn.warnings, **res)
+        _warn(module, conn.warnings)
+        module.exit_json(commands=len(runner.history), lock_wait=round(waited, 3), **res)
     except BrickError as e:
         _fail(module, runner, e)
 

@@ -41,12 +41,18 @@ def _loud(msg):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "lab: needs the real-kernel QEMU lab guest (tests/lab/, slow)")
+    config.addinivalue_line(
+        "markers", "lab_slow: a lab test whose ground the default run covers elsewhere (BRICK_LAB_FULL=1 runs it)")
 
 
 def pytest_collection_modifyitems(config, items):
+    full = os.environ.get("BRICK_LAB_FULL") == "1"
+    skip_slow = pytest.mark.skip(reason="lab_slow: covered elsewhere in the default run; BRICK_LAB_FULL=1 runs it")
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.lab)
+            if not full and item.get_closest_marker("lab_slow"):
+                item.add_marker(skip_slow)
 
 
 def pytest_report_header(config):

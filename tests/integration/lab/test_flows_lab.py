@@ -65,6 +65,7 @@ def example(ansible_lab):
     return runner
 
 
+@pytest.mark.lab_slow
 def test_attach_twice(lab, example):
     first = example.playbook(REPO / "playbooks" / "attach.yml")
     print("attach.yml: %.0f s" % first.duration)
@@ -85,6 +86,7 @@ def test_attach_twice(lab, example):
     assert ok(check)["changed"] == 0, check.stdout[-6000:]
 
 
+@pytest.mark.lab_slow
 def test_detach_twice(lab, example):
     # attached by the previous test (idempotent if run alone)
     ok(example.playbook(REPO / "playbooks" / "attach.yml"))
@@ -127,6 +129,7 @@ def test_deploy_image_twice(lab, ansible_lab):
     assert sessions(lab) == 0
 
 
+@pytest.mark.lab_slow
 def test_deploy_image_content_on_the_lun(lab, example):
     """What the deploy wrote is really on LUN 0 (read through the attach flow, outside the deploy)."""
     ok(example.playbook(REPO / "playbooks" / "attach.yml"))
@@ -148,6 +151,7 @@ def _have_community_general(ansible_lab):
     return any((Path(p) / "ansible_collections" / "community" / "general").is_dir() for p in paths if p)
 
 
+@pytest.mark.lab_slow
 def test_deploy_image_into_partition_on_single_path(lab, ansible_lab):
     """brick_deploy_partition=true on LUN 1 (one portal, no map): GPT + partition 1, image written into /dev/sdX1."""
     if not _have_community_general(ansible_lab):

@@ -62,6 +62,7 @@ def test_ready_state(lab):
     assert v["kernel"] and v["iscsiadm"] and v["multipath-tools"], v
 
 
+@pytest.mark.lab_slow
 def test_two_portals_multipath_failover(lab, record_property):
     step = Steps(record_property)
     try:
@@ -149,6 +150,7 @@ def test_two_portals_multipath_failover(lab, record_property):
         lab.ssh("lab-target unblock-portal 127.0.0.2")
 
 
+@pytest.mark.lab_slow
 def test_removed_portal_is_refused(lab):
     """remove-portal: the portal refuses connections (unlike block-portal's black hole)."""
     lab.target("remove-portal", "127.0.0.2")
