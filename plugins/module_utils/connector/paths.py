@@ -41,6 +41,9 @@ DEAD_DEVICE_STATES = ("offline", "transport-offline")
 FAILED_DEVICE_STATES = ("offline", "transport-offline", "blocked")
 SESSION_OK = "LOGGED_IN"
 SESSION_FAILED = "FAILED"
+# FAILED while the initiator recovers, FREE once recovery_tmo has expired (seen on the lab's real kernel with a
+# black-holed portal): both are a session that exists but carries no working path.
+SESSION_FAILED_STATES = (SESSION_FAILED, "FREE")
 
 _SD_DISK = re.compile(r"^sd[a-z]+$")
 _SESSION_IN_PATH = re.compile(r"^(?P<dir>.*/session(?P<sid>\d+))/")
@@ -475,13 +478,13 @@ def _orphans(sess_rows, luns, luns_of_sid, map_rows, bypath, byid, exp):
     sess_by_sid = dict((s["sid"], s) for s in sess_rows)
     for r in luns:
         s = sess_by_sid.get(r["sid"])
-        if s is None or s["state"] not in (SESSION_OK, SESSION_FAILED):
+        if s is None or (s["state"] != SESSION_OK and s["state"] not in SESSION_FAILED_STATES):
             why = ("session %s no longer exists" % r["sid"]) if s is None else \
                 "session %s is in state %s" % (r["sid"], s["state"] or "unknown")
             out.append(_orphan("device_without_session", "%s (%s): %s" % (r["device"], r["hctl"], why), r))
-        elif s["state"] == SESSION_FAILED:
-            out.append(_orphan("device_on_failed_session", "%s (%s): session %d to %s is FAILED"
-                               % (r["device"], r["hctl"], s["sid"], s["portal"]), r))
+        elif s["state"] in SESSION_FAILED_STATES:
+            out.append(_orphan("device_on_failed_session", "%s (%s): session %d to %s is %s"
+                               % (r["device"], r["hctl"], s["sid"], s["portal"], s["state"]), r))
         elif r["state"] in DEAD_DEVICE_STATES:
             out.append(_orphan("device_on_failed_session", "%s (%s): device state is %s"
                                % (r["device"], r["hctl"], r["state"]), r))
