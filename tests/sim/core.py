@@ -953,13 +953,13 @@ class Sim(object):
         return p
 
     # -- path failure --------------------------------------------------------------------------
-    def set_portal_state(self, portal, ok):
+    def set_portal_state(self, portal, ok, failed_state="FREE"):
         key = portal_key(portal)
         changed = []
         for s in self.st["sessions"].values():
             if s["portal"] != key:
                 continue
-            s["state"] = "LOGGED_IN" if ok else "FAILED"
+            s["state"] = "LOGGED_IN" if ok else failed_state
             sd = "/sys/devices/platform/host%d/session%d" % (s["host"], s["sid"])
             self.attr("%s/iscsi_session/session%d/state" % (sd, s["sid"]), s["state"])
             self.attr("%s/connection%d:0/iscsi_connection/connection%d:0/state" % (sd, s["sid"], s["sid"]),

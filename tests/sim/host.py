@@ -276,10 +276,13 @@ class SimHost(object):
             self.sim.mpathd_reconfigure()
 
     # -- paths --------------------------------------------------------------------------------------
-    def path_fail(self, portal):
-        """Sessions on ``portal`` -> FAILED, their disks -> transport-offline, map paths -> failed."""
+    def path_fail(self, portal, session_state="FREE"):
+        """Sessions on ``portal`` -> ``session_state``, their disks -> transport-offline, map paths -> failed.
+
+        The lab's real kernel shows FREE for a black-holed portal once recovery_tmo (5 s under
+        multipathd) has expired, FAILED only during recovery: FREE is the default."""
         with self.sim.locked():
-            return self.sim.set_portal_state(portal, False)
+            return self.sim.set_portal_state(portal, False, session_state)
 
     def path_restore(self, portal):
         with self.sim.locked():

@@ -165,7 +165,7 @@ def test_failed_session_makes_device_orphans_but_map_still_works(mp_host):
     f = gather(mp_host.fs)
     assert kinds(f) == ["device_on_failed_session"]
     (o,) = f["orphans"]
-    assert o["portal"] == P2 and o["iqn"] == IQN and o["lun"] == 0 and "FAILED" in o["reason"]
+    assert o["portal"] == P2 and o["iqn"] == IQN and o["lun"] == 0 and "is FREE" in o["reason"]
     (m,) = f["maps"]
     assert m["active_paths"] == 1
     assert sorted(p["state"] for p in m["paths"]) == ["active", "failed"]

@@ -181,7 +181,7 @@ def test_path_fail_and_restore(host):
     wwid = _mp_host(host)
     assert host.path_fail(P2) == [2]
     fs = host.fs
-    assert fs.read("/sys/class/iscsi_session/session2/state") == "FAILED"
+    assert fs.read("/sys/class/iscsi_session/session2/state") == "FREE"
     assert fs.read("/sys/block/sdb/device/state") == "transport-offline"
     assert fs.read("/sys/block/sda/device/state") == "running"
     assert host.maps()["dm-0"]["paths"] == {"sda": "active", "sdb": "failed"}
