@@ -187,7 +187,10 @@ device:
   type: str
   sample: /dev/dm-0
 stable_path:
-  description: A path that survives renumbering (C(/dev/disk/by-id/dm-uuid-mpath-WWID), C(scsi-WWID) or by-path).
+  description:
+    - A path that survives renumbering (C(/dev/disk/by-id/dm-uuid-mpath-WWID), C(scsi-WWID) or by-path).
+    - Null when udev has not made the link yet (udev works asynchronously; the attach does not wait for it,
+      RV(device) is usable at once, and a re-run returns the link).
   returned: state=present, not in check mode
   type: str
   sample: /dev/disk/by-id/dm-uuid-mpath-36001405f3a2b4c5d6e7f8091a2b3c4d5

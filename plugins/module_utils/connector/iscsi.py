@@ -100,7 +100,7 @@ class Connector(object):
     def __init__(self, fs, runner, iface="default", login_timeout=5, login_retries=1,
                  device_wait=20.0, multipath="auto", multipath_wait=10.0, auth=None,
                  startup="automatic", node_lock=None, clock=time.monotonic, sleep=time.sleep,
-                 poll=0.05, link_wait=10.0, command_timeout=30.0):
+                 poll=0.05, link_wait=0.0, command_timeout=30.0):
         self.fs = fs
         self.runner = runner
         self.iface = iface
@@ -511,7 +511,8 @@ class Connector(object):
                 path_info.append({"portal": s.portal, "iqn": s.iqn, "lun": d.lun, "device": d.dev,
                                   "hctl": d.hctl, "state": d.state, "sid": s.sid,
                                   "in_map": bool(m and d.name in m.slaves)})
-        # udev makes the links asynchronously (seconds under load): wait for one, with a deadline
+        # udev makes the links asynchronously (about 0.8 s after the disk on the lab): the kernel device
+        # is usable at once, so the attach does not wait for them unless link_wait says so
         if m is not None:
             device = m.dev
             cands = ["/dev/disk/by-id/dm-uuid-mpath-%s" % m.wwid, "/dev/mapper/%s" % m.name]
