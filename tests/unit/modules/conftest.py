@@ -32,19 +32,24 @@ def import_collection_module(short):
     return importlib.import_module(name)
 
 
+def call_module(module, capsys, args, check_mode=False):
+    """Run ``module.main()`` with ``args``; returns (failed, result dict)."""
+    from ansible.module_utils.testing import patch_module_args
+    args = dict(args)
+    if check_mode:
+        args["_ansible_check_mode"] = True
+    with patch_module_args(args):
+        with pytest.raises(SystemExit) as exc:
+            module.main()
+    out = json.loads(capsys.readouterr().out)
+    return exc.value.code != 0, out
+
+
 @pytest.fixture
 def run_module(capsys):
     """run_module(module, args, check_mode=False) -> (failed, result)."""
     pytest.importorskip("ansible")
-    from ansible.module_utils.testing import patch_module_args
 
     def run(module, args, check_mode=False):
-        args = dict(args)
-        if check_mode:
-            args["_ansible_check_mode"] = True
-        with patch_module_args(args):
-            with pytest.raises(SystemExit) as exc:
-                module.main()
-        out = json.loads(capsys.readouterr().out)
-        return exc.value.code != 0, out
+        return call_module(module, capsys, args, check_mode)
     return run

@@ -3,53 +3,19 @@
 # Apache License 2.0 (see LICENSE)
 """block_device_idle through the module's main(), against the simulated host."""
 
-import importlib
-import json
 import os
-import sys
-import tempfile
 import time
 
 import pytest
 
 ansible = pytest.importorskip("ansible")
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
+from conftest import call_module as run_module, import_collection_module  # noqa: E402  tests/unit/modules/conftest.py
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-
-def _import_module():
-    name = "ansible_collections.brick.storage.plugins.modules.block_device_idle"
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        pass
-    top = tempfile.mkdtemp(prefix="brick-coll-")
-    os.makedirs(os.path.join(top, "ansible_collections", "brick"))
-    os.symlink(REPO, os.path.join(top, "ansible_collections", "brick", "storage"))
-    sys.path.insert(0, top)
-    importlib.invalidate_caches()
-    for mod in [m for m in sys.modules if m == "ansible_collections" or m.startswith("ansible_collections.")]:
-        if not getattr(sys.modules[mod], "__file__", None) and mod.count(".") < 3:
-            del sys.modules[mod]
-    return importlib.import_module(name)
 
 
 @pytest.fixture(scope="module")
 def module():
-    return _import_module()
-
-
-def run_module(module, capsys, args, check_mode=False):
-    """Run main() with ``args``; returns (failed, result dict)."""
-    args = dict(args)
-    if check_mode:
-        args["_ansible_check_mode"] = True
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exc:
-            module.main()
-    out = json.loads(capsys.readouterr().out)
-    return exc.value.code != 0, out
+    return import_collection_module("block_device_idle")
 
 
 @pytest.fixture

@@ -3,58 +3,26 @@
 # Apache License 2.0 (see LICENSE)
 """volume_paths_facts through the module's main(), against the simulated host (BRICK_STORAGE_ROOT)."""
 
-import importlib
-import json
 import os
 import subprocess
-import sys
-import tempfile
 import time
 
 import pytest
 
 ansible = pytest.importorskip("ansible")
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
+from conftest import call_module as run_module, import_collection_module  # noqa: E402  tests/unit/modules/conftest.py
 
 from connector import iscsi  # noqa: E402
 from sim import SimHost  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 IQN = "iqn.2003-01.org.example.array:vol1"
 P1, P2 = "10.0.0.1:3260", "10.0.0.2:3260"
 NAME = "ansible_collections.brick.storage.plugins.modules.volume_paths_facts"
 
 
-def _import_module():
-    try:
-        return importlib.import_module(NAME)
-    except ImportError:
-        pass
-    top = tempfile.mkdtemp(prefix="brick-coll-")
-    os.makedirs(os.path.join(top, "ansible_collections", "brick"))
-    os.symlink(REPO, os.path.join(top, "ansible_collections", "brick", "storage"))
-    sys.path.insert(0, top)
-    importlib.invalidate_caches()
-    for mod in [m for m in sys.modules if m == "ansible_collections" or m.startswith("ansible_collections.")]:
-        if not getattr(sys.modules[mod], "__file__", None) and mod.count(".") < 3:
-            del sys.modules[mod]
-    return importlib.import_module(NAME)
-
-
 @pytest.fixture(scope="module")
 def module():
-    return _import_module()
-
-
-def run_module(module, capsys, args, check_mode=False):
-    args = dict(args)
-    if check_mode:
-        args["_ansible_check_mode"] = True
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exc:
-            module.main()
-    out = json.loads(capsys.readouterr().out)
-    return exc.value.code != 0, out
+    return import_collection_module("volume_paths_facts")
 
 
 @pytest.fixture
