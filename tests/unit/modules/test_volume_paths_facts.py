@@ -3,7 +3,6 @@
 # Apache License 2.0 (see LICENSE)
 """volume_paths_facts through the module's main(), against the simulated host (BRICK_STORAGE_ROOT)."""
 
-import os
 import subprocess
 import time
 
