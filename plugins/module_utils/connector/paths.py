@@ -20,13 +20,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import fnmatch
 import os
 import re
 
 from . import validate
 from .errors import BrickError, InvalidInput
-from .hostfs import HostFS
 from .scsi import (SEARCH_PATH, Session, dm_maps, iscsi_sessions, parse_bypath,
                    session_devices, udev_wwid)
 
@@ -137,74 +135,6 @@ def normalize_expected(expected):
 
 
 # -- helpers ---------------------------------------------------------------------------------
-class _Reads(object):
-    """A plain HostFS with cheaper ``read``/``read_int``/``listdir`` for the thousands of small sysfs reads.
-
-    Same results as HostFS (path mapping included); it uses ``os.open``/``os.read`` instead of a text-mode
-    ``open()`` (about 3x cheaper per attribute).  Everything else is delegated to the wrapped HostFS.
-    Only used when ``fs`` reads like a plain HostFS (a subclass that overrides reading is used unchanged).
-    """
-
-    _FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
-
-    def __init__(self, fs):
-        self._fs = fs
-        self._path = fs.path
-
-    def __getattr__(self, name):
-        return getattr(self._fs, name)
-
-    def read(self, p, default=None):
-        try:
-            fd = os.open(self._path(p), self._FLAGS)
-        except OSError:
-            return default
-        try:
-            data = os.read(fd, 65536)
-        except OSError:
-            return default
-        finally:
-            os.close(fd)
-        try:
-            return data.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            return default
-
-    def read_int(self, p, default=None):
-        v = self.read(p)
-        try:
-            return int(v)
-        except (TypeError, ValueError):
-            return default
-
-    def listdir(self, p):
-        try:
-            return sorted(os.listdir(self._path(p)))
-        except OSError:
-            return []
-
-    def match(self, directory, pattern):
-        return [e for e in self.listdir(directory) if fnmatch.fnmatchcase(e, pattern)]
-
-    def realpath(self, p):
-        # The kernel's resolution is exact when every link stays inside the root (sysfs links are relative);
-        # anything that leaves the root is resolved by HostFS, inside the root.
-        fs = self._fs
-        if fs.root == "/":
-            return os.path.realpath(p)
-        real = os.path.realpath(fs.path(p))
-        if real.startswith(fs.root + "/"):
-            return real[len(fs.root):]
-        return fs.realpath(p)
-
-
-def _fast(fs):
-    cls = type(fs)
-    if isinstance(fs, HostFS) and all(getattr(cls, m) is getattr(HostFS, m) for m in ("read", "listdir", "path")):
-        return _Reads(fs)
-    return fs
-
-
 def _portal_key(address, port):
     if address is None:
         return None
@@ -250,7 +180,6 @@ def gather(fs, volume=None, expected=None, orphans=True):
     vol = normalize_volume(volume) if volume is not None and not _is_normalized(volume) else volume
     exp = expected if isinstance(expected, dict) and "wwids" in expected else normalize_expected(expected)
 
-    fs = _fast(fs)
     if not fs.isdir("/sys/class/block"):
         raise BrickError("sysfs is not readable at %s" % fs.path("/sys/class/block"),
                          hint="run it on a Linux host with /sys mounted; for a simulated host check BRICK_STORAGE_ROOT")
