@@ -131,7 +131,7 @@ def test_fail_on_orphans_fails_only_the_hosts_with_orphans(fleet):
                          "-e", "brick_orphan_audit_fail_on_orphans=true")
     assert rc == 2, out
     assert "fatal: [sick]" in out and "fatal: [extra]" in out and "fatal: [clean]" not in out
-    assert "is FAILED" in out  # the failure names the orphans
+    assert "is FREE" in out  # the failure names the orphans
     assert os.path.exists(os.path.join(fleet.top, "report", "orphan-report.json"))
 
 
@@ -160,7 +160,7 @@ def test_cleanup_check_mode_then_for_real(fleet):
     assert js["totals"]["orphans"] == 5 and js["totals"]["orphans_left"] == 3, txt
     sick = js["hosts"]["sick"]
     assert sick["cleanup"]["changed"] == 2 and sick["cleanup"]["failed"] == []
-    assert sick["cleanup"]["orphans_after"] == 1 and "is FAILED" in sick["cleanup"]["items_after"][0]
+    assert sick["cleanup"]["orphans_after"] == 1 and "is FREE" in sick["cleanup"]["items_after"][0]
     assert not os.path.lexists(fleet.hosts["sick"].fs.path("/dev/disk/by-path/ip-10.0.0.9:3260-iscsi-%s-lun-5" % IQN))
     assert fleet.hosts["sick"].sessions(iqn=IQN2) == []
     assert "after cleanup: 1 orphan(s)" in txt
