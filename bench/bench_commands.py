@@ -94,7 +94,7 @@ def ensure_osbrick():
     or (None, reason)."""
     def version():
         r = subprocess.run([VENV_PY, "-c", "from importlib import metadata; print(metadata.version('os-brick'))"],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=120, check=False)
         return r.stdout.strip() if r.returncode == 0 else None
 
     if os.path.exists(VENV_PY):
@@ -106,7 +106,7 @@ def ensure_osbrick():
         if not os.path.exists(VENV_PY):
             subprocess.run([sys.executable, "-m", "venv", VENV], check=True, capture_output=True, timeout=300)
         r = subprocess.run([VENV_PY, "-m", "pip", "install", "-q", "-r", REQS],
-                           capture_output=True, text=True, timeout=1200)
+                           capture_output=True, text=True, timeout=1200, check=False)
         if r.returncode != 0:
             return None, "pip install os-brick failed: %s" % (r.stderr or r.stdout)[-800:]
     except (OSError, subprocess.SubprocessError) as e:
@@ -179,20 +179,20 @@ def run_osbrick(py, top, scenario, latency, fast_sleep):
     if n > 1:
         props.update(target_portals=PORTALS[:n], target_iqns=[IQN] * n, target_luns=[0] * n)
     spec = {"root": host.root, "repo": REPO, "use_multipath": n > 1, "props": props,
-            "ops": [op for op, _ in ops], "fast_sleep": fast_sleep, "charge_tee": bool(latency),
+            "ops": [op for op, _key in ops], "fast_sleep": fast_sleep, "charge_tee": bool(latency),
             "lock_dir": os.path.join(base, "locks")}
     env = dict(os.environ)
     env["PYTHONWARNINGS"] = "ignore"
     try:
         r = subprocess.run([py, SHIM, json.dumps(spec)], capture_output=True, text=True,
-                           timeout=900, env=env)
+                           timeout=900, env=env, check=False)
     except subprocess.TimeoutExpired:
-        return dict((key, {"error": "os-brick run timed out"}) for _, key in ops), None
+        return dict((key, {"error": "os-brick run timed out"}) for _op, key in ops), None
     try:
         doc = json.loads(r.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         err = "os-brick shim failed (rc %s): %s" % (r.returncode, r.stderr[-1500:])
-        return dict((key, {"error": err}) for _, key in ops), None
+        return dict((key, {"error": err}) for _op, key in ops), None
     out = {}
     for (op, key), res in zip(ops, doc["results"]):
         out[key] = res
@@ -240,7 +240,7 @@ def run(quick=False):
                 if r["sim_log"] != r["commands"]:
                     out["errors"].append("us %s: Runner.history %d != sim log %d" % (key, r["commands"], r["sim_log"]))
             if py:
-                theirs, _ = run_osbrick(py, top, sc, 0, fast_sleep=True)
+                theirs, _timing = run_osbrick(py, top, sc, 0, fast_sleep=True)
                 for key, r in theirs.items():
                     if r.get("error"):
                         out["errors"].append("os-brick %s: %s" % (key, r["error"]))
@@ -263,7 +263,7 @@ def run(quick=False):
                 ours = run_ours(top, sc, LATENCY)
                 _merge(us_t, dict((k, r["seconds"] if not r["error"] else None) for k, r in ours.items()))
                 if py:
-                    theirs, _ = run_osbrick(py, top, sc, LATENCY, fast_sleep=False)
+                    theirs, _timing = run_osbrick(py, top, sc, LATENCY, fast_sleep=False)
                     _merge(ob_t, dict((k, r.get("seconds") if not r.get("error") else None)
                                       for k, r in theirs.items()))
                     _merge(ob_cmds, dict((k, r.get("commands")) for k, r in theirs.items()))

@@ -141,7 +141,7 @@ def measure(n_paths, repeats=7, tmp=None):
         assert len(res["luns"]) == n_paths, (len(res["luns"]), n_paths)
         assert res["summary"]["orphans"] == 0, res["orphans"][:3]
         times, cpu = [], []
-        for _ in range(repeats):
+        for _attempt in range(repeats):
             t0, c0 = time.perf_counter(), time.process_time()
             gather(HostFS(root))
             times.append((time.perf_counter() - t0) * 1000.0)

@@ -62,15 +62,15 @@ def run(quick=False):
         method = res["method"]
 
         host.hold_open("/dev/sdb2", 2000 + i, "blkid", seconds=HOLD_S)
-        dt, _ = _timed(lambda: idle.wait_idle(dev, interval=1.0, fs=host.fs, runner=runner))
+        dt, _result = _timed(lambda: idle.wait_idle(dev, interval=1.0, fs=host.fs, runner=runner))
         us_default.append(dt)
 
         n0 = runner.count("fuser")
-        dt, _ = _timed(lambda: idle.wait_idle(dev, fs=host.fs, runner=runner))
+        dt, _result = _timed(lambda: idle.wait_idle(dev, fs=host.fs, runner=runner))
         us_idle.append(dt)
         fusers.append(runner.count("fuser") - n0)
 
-    sleep3, _ = _timed(lambda: time.sleep(3))
+    sleep3, _result = _timed(lambda: time.sleep(3))
     best = min(us)
     return {
         "scenario": "disk + 2 partitions, sdb1 held open for %.1fs after partitioning" % HOLD_S,

@@ -275,7 +275,7 @@ def _ship(lab):
         ti.size = len(data)
         tf.addfile(ti, io.BytesIO(data))
     cmd = "rm -rf %s && mkdir -p %s && tar -x -C %s" % (GUEST_DIR, GUEST_DIR, GUEST_DIR)
-    p = subprocess.run(lab.ssh_argv() + [cmd], input=buf.getvalue(), capture_output=True, timeout=120)
+    p = subprocess.run(lab.ssh_argv() + [cmd], input=buf.getvalue(), capture_output=True, timeout=120, check=False)
     if p.returncode != 0:
         raise RuntimeError("copy to guest failed: %s" % p.stderr.decode(errors="replace"))
 
@@ -322,7 +322,7 @@ class _Ansible(object):
         argv = [self.ansible, "lab", "-i", self.inventory, "-m", "brick.storage.iscsi_volume",
                 "-a", json.dumps(args), "-o"]
         t0 = time.monotonic()
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=self.env)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=self.env, check=False)
         dt = time.monotonic() - t0
         if p.returncode != 0:
             raise RuntimeError("ansible iscsi_volume %s failed: %s %s" % (args, p.stdout[-1500:], p.stderr[-800:]))

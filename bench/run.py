@@ -63,7 +63,7 @@ def _ansible_core():
     except Exception:
         pass
     try:
-        out = subprocess.run(["ansible", "--version"], capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run(["ansible", "--version"], capture_output=True, text=True, timeout=60, check=False).stdout
         return out.split("core", 1)[1].split("]", 1)[0].strip() if "core" in out else None
     except Exception:
         return None
@@ -133,8 +133,8 @@ def table(res):
             ok = "-" if ratio is None else ("ok" if ratio <= GOAL_RATIO else "BEHIND")
             if them == 0 and us == 0:
                 ok = "ok (0 = 0)"
-            add("| %s | %s | %s | %s | %s | %s |" % (k, _f(us), "%s (%s)" % (_f(them), _f(byp.get(k, 0))) if them is not None else "-",
-                                                _f(d1.get(k)), _f(ratio, 2), ok))
+            them_s = "%s (%s)" % (_f(them), _f(byp.get(k, 0))) if them is not None else "-"
+            add("| %s | %s | %s | %s | %s | %s |" % (k, _f(us), them_s, _f(d1.get(k)), _f(ratio, 2), ok))
         add("")
     s = res.get("sim_latency") or {}
     if s.get("us"):
@@ -190,7 +190,7 @@ def table(res):
 
 # ------------------------------------------------------------------------------ main
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (lab: 2 instead of 5)")
     ap.add_argument("--no-lab", action="store_true", help="skip the real-kernel lab section")
     ap.add_argument("--lab-wait", type=float, default=None,

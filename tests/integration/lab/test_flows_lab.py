@@ -44,7 +44,7 @@ def ok(result, host="lab"):
 
 
 def guest(lab, cmd):
-    for _ in range(4):  # the emulated guest is sometimes too busy for ssh's 10 s connect timeout
+    for _attempt in range(4):  # the emulated guest is sometimes too busy for ssh's 10 s connect timeout
         rc, out, err = lab.ssh(cmd, timeout=120)
         if rc != 255:
             break
