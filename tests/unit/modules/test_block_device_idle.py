@@ -12,7 +12,6 @@ ansible = pytest.importorskip("ansible")
 from conftest import call_module as run_module, import_collection_module  # noqa: E402  tests/unit/modules/conftest.py
 
 
-
 @pytest.fixture(scope="module")
 def module():
     return import_collection_module("block_device_idle")

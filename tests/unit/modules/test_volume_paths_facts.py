@@ -16,7 +16,6 @@ from sim import SimHost  # noqa: E402
 
 IQN = "iqn.2003-01.org.example.array:vol1"
 P1, P2 = "10.0.0.1:3260", "10.0.0.2:3260"
-NAME = "ansible_collections.brick.storage.plugins.modules.volume_paths_facts"
 
 
 @pytest.fixture(scope="module")
