@@ -76,18 +76,33 @@ def _flush_reason(text):
     return "failed"
 
 
-def flush(runner, name, retries=2, delay=1.0, timeout=FLUSH_TIMEOUT, sleep=None):
+def flush(runner, name, retries=3, delay=1.0, timeout=FLUSH_TIMEOUT, sleep=None):
     """``multipath -f NAME`` with exponential backoff.  Raises FlushError with ``reason``
-    (in_use / io_error / timeout / failed) when every attempt failed.  Returns the Result."""
-    try:
-        return runner.run(["multipath", "-f", name], timeout=timeout, retries=retries, delay=delay)
-    except CommandError as e:
-        reason = _flush_reason(str(e) + " " + (e.stderr or "") + " " + (e.stdout or ""))
-        raise FlushError("flushing multipath map %s failed (%s); nothing was removed" % (name, reason.replace("_", " ")),
-                         hint="stop what uses the map (unmount, close, deactivate LVM) and retry, "
-                              "or use force to detach anyway and accept data loss",
-                         reason=reason, map=name, attempts=e.attempts,
-                         output=(e.stderr or e.stdout or "").strip())
+    (in_use / io_error / timeout / failed) when every attempt failed.  Returns the Result.
+
+    A map whose paths just changed is briefly held open by udev workers probing it (seen on the
+    lab after a path loss): when the first attempt says "in use", wait once for udev to settle
+    before the retries."""
+    argv = ["multipath", "-f", name]
+    last = runner.run(argv, timeout=timeout, check=False)
+    attempts = 1
+    if (last.rc != 0 or last.timed_out) and retries > 0:
+        if "in use" in (last.stdout or "") + (last.stderr or ""):
+            try:
+                runner.run(["udevadm", "settle", "--timeout=30"], timeout=40, check=False)
+            except CommandNotFound:
+                pass
+        last = runner.run(argv, timeout=timeout, retries=retries - 1, delay=delay, check=False)
+        attempts += last.attempts
+    last.attempts = attempts
+    if last.rc == 0 and not last.timed_out:
+        return last
+    out = ((last.stderr or "") + " " + (last.stdout or "")).strip()
+    reason = _flush_reason(out + (" timeout" if last.timed_out else ""))
+    raise FlushError("flushing multipath map %s failed (%s); nothing was removed" % (name, reason.replace("_", " ")),
+                     hint="stop what uses the map (unmount, close, deactivate LVM) and retry, "
+                          "or use force to detach anyway and accept data loss",
+                     reason=reason, map=name, attempts=attempts, output=out)
 
 
 def flush_buffers(runner, dev, retries=2, delay=1.0, timeout=FLUSH_TIMEOUT):

@@ -89,6 +89,9 @@ def test_flush_fails_in_use_nothing_removed(host):
     with pytest.raises(FlushError) as ei:
         c.disconnect(paths([P1, P2]), busy_check=lambda d: calls.append(d) or [{"kind": "process", "pid": 4242, "comm": "qemu-img"}])
     assert "in use" in str(ei.value) and "4242" in str(ei.value)
+    # an "in use" map gets one wait for udev to settle before the retries (transient udev holders)
+    argvs = [h["argv"] for h in c.runner.history]
+    assert argvs[1][:2] == ["udevadm", "settle"] and sum(a[:2] == ["multipath", "-f"] for a in argvs) == 4
     assert host.snapshot() == snap
     assert not any("--logout" in h["argv"] for h in c.runner.history)
 
@@ -102,7 +105,7 @@ def test_flush_fails_with_io_error_nothing_removed(host):
     with pytest.raises(FlushError) as ei:
         c.disconnect(paths([P1, P2]))
     assert ei.value.details["reason"] == "io_error"
-    assert ei.value.details["attempts"] == 3  # retried with backoff
+    assert ei.value.details["attempts"] == 4  # first try + 3 retries with backoff
     assert host.snapshot() == snap
 
 
