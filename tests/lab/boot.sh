@@ -6,6 +6,9 @@
 #                       (or it is stale), cold boot, prepare and save "ready"
 #   boot.sh save        save the running VM as state "ready" (qcow2 internal snapshot)
 #   boot.sh reset       roll the running VM back to "ready" (loadvm, no reboot)
+#   boot.sh reboot      cold reboot of the running guest (systemctl reboot; a
+#                       monitor system_reset if it does not go down in time);
+#                       waits for ssh and for systemd to finish booting
 #   boot.sh stop        stop qemu cleanly (monitor "quit")
 #   boot.sh status      exit 0 if qemu runs (prints pid, port, snapshot)
 #   boot.sh ssh CMD..   run CMD in the guest as root
@@ -21,6 +24,7 @@
 #   LAB_CPU=qemu64               faster under TCG than -cpu max
 #   LAB_FRESH=0                  1 = throw the overlay (and "ready") away first
 #   LAB_BOOT_TIMEOUT=300         seconds to wait for ssh
+#   LAB_SHUTDOWN_TIMEOUT=90      reboot: seconds for a clean shutdown before system_reset
 #   LAB_TARGET_ARGS=             extra args for `lab-target setup` in prepare
 #   LAB_WARM_ANSIBLE=1           run a few modules in prepare so the guest's
 #                                bytecode cache is warm, with LAB_ANSIBLE or the
@@ -38,6 +42,7 @@ SMP=${LAB_SMP:-2}
 CPU=${LAB_CPU:-qemu64}
 FRESH=${LAB_FRESH:-0}
 BOOT_TIMEOUT=${LAB_BOOT_TIMEOUT:-300}
+SHUTDOWN_TIMEOUT=${LAB_SHUTDOWN_TIMEOUT:-90}
 LAB_TARGET_ARGS=${LAB_TARGET_ARGS:-}
 WARM_ANSIBLE=${LAB_WARM_ANSIBLE:-1}
 KARGS=${LAB_KARGS:-"root=/dev/vda rw console=ttyS0 quiet loglevel=3 mitigations=off systemd.show_status=false"}
@@ -200,6 +205,39 @@ reset() {
   log "reset to 'ready' in $(elapsed "$t0") s"
 }
 
+# A real cold reboot: the guest shuts down (sessions, maps, file systems) and
+# qemu boots -kernel/-initrd again in the same process, on the same overlay.
+# The disk keeps what the guest wrote; the internal "ready" snapshot is not
+# touched, so `reset` still goes back to it. Done when the boot id changed,
+# ssh answers and systemd has finished booting (lab-target-restore included).
+reboot_guest() {
+  running || { echo "lab not running (boot.sh start)" >&2; exit 1; }
+  local t0 old new hard=0 down_by limit
+  t0=$(now)
+  old=$(gssh cat /proc/sys/kernel/random/boot_id)
+  log "reboot: systemctl reboot (boot id $old)"
+  # --no-block: systemctl returns at once and ssh is not cut mid-command.
+  gssh "sync; systemctl reboot --no-block" || true
+  down_by=$(( $(date +%s) + SHUTDOWN_TIMEOUT ))
+  limit=$(( down_by + BOOT_TIMEOUT ))
+  while :; do
+    running || { echo "qemu died; see $LAB_RUN/serial.log" >&2; tail -20 "$LAB_RUN/serial.log" >&2; exit 1; }
+    new=$(timeout 30 ssh "${SSH_OPTS[@]}" root@127.0.0.1 cat /proc/sys/kernel/random/boot_id 2>/dev/null || true)
+    if [ -n "$new" ] && [ "$new" != "$old" ]; then break; fi
+    if [ "$hard" = 0 ] && [ "$(date +%s)" -ge "$down_by" ]; then
+      log "reboot: guest still up after ${SHUTDOWN_TIMEOUT}s: sync + monitor system_reset"
+      timeout 20 ssh "${SSH_OPTS[@]}" root@127.0.0.1 sync 2>/dev/null || true
+      hmp system_reset
+      hard=1
+    fi
+    [ "$(date +%s)" -lt "$limit" ] || { echo "guest not back after reboot; see $LAB_RUN/serial.log" >&2; exit 1; }
+    sleep 2
+  done
+  log "reboot: ssh up again after $(elapsed "$t0") s (boot id $new)"
+  gssh "systemctl is-system-running --wait >/dev/null || systemctl --failed --no-legend"
+  log "rebooted in $(elapsed "$t0") s$([ "$hard" = 1 ] && echo ' (hard reset)')"
+}
+
 stop() {
   running || { log "not running"; rm -f "$PIDFILE"; return 0; }
   local pid; pid=$(cat "$PIDFILE")
@@ -237,9 +275,10 @@ locked() {
 cmd=${1:-start}; shift || true
 case "$cmd" in
   start|save|prepare|reset|stop) locked "$cmd" ;;
+  reboot) locked reboot_guest ;;
   status) status ;;
   ssh) gssh "$@" ;;
   hmp) hmp "$@" ;;
   inventory) inventory ;;
-  *) echo "usage: $0 start|save|reset|stop|status|ssh CMD|inventory|prepare|hmp CMD" >&2; exit 2 ;;
+  *) echo "usage: $0 start|save|reset|reboot|stop|status|ssh CMD|inventory|prepare|hmp CMD" >&2; exit 2 ;;
 esac

@@ -54,8 +54,9 @@ for u in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.
          fstrim.timer systemd-timesyncd.service getty@tty1.service; do
   in_root systemctl disable "$u" 2>/dev/null || true
 done
-# Nothing is saved with targetcli in the lab: skip the ~20 s (TCG) python
-# start of the LIO config restore at boot. lab-target builds the config.
+# The stock LIO restore (targetctl) stays masked: it costs a ~20 s (TCG)
+# python start on every boot. lab-target builds the config, saves it, and
+# lab-target-restore.service (below) restores it only once there is one.
 in_root systemctl mask rtslib-fb-targetctl.service
 # Target-side modules at boot. The initiator side (iscsi_tcp, dm_multipath)
 # is left to iscsid / multipathd exactly as on a real host.
@@ -65,6 +66,27 @@ printf 'configfs\ntarget_core_mod\ntarget_core_file\niscsi_target_mod\n' > "$R/e
 # python3 one); the guest's python3 is /usr/bin/python3.
 { printf '#!/usr/bin/python3\n'; cat "$HERE/lab-target.py"; } > "$R/usr/local/sbin/lab-target"
 chmod 755 "$R/usr/local/sbin/lab-target"
+# lab-target saves the config after every change; this unit brings it back on
+# a cold boot (boot.sh reboot): loop devices of iblock LUNs first, then the
+# rtslib config. Nothing to do (and no python start) before the first save.
+mkdir -p "$R/etc/rtslib-fb-target"
+cat > "$R/etc/systemd/system/lab-target-restore.service" <<'EOF'
+[Unit]
+Description=brick lab: restore the LIO target config saved by lab-target
+ConditionPathExists=|/etc/rtslib-fb-target/saveconfig.json
+ConditionPathExists=|/var/lib/lab-target/loops.json
+Requires=sys-kernel-config.mount
+After=sys-kernel-config.mount systemd-modules-load.service local-fs.target network.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/lab-target restore
+
+[Install]
+WantedBy=multi-user.target
+EOF
+in_root systemctl enable lab-target-restore.service
 
 # Bytecode cache for Ansible's AnsiballZ payloads (lab speed only).
 PYVER=$(in_root python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')

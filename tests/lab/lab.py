@@ -2,7 +2,7 @@
 
 Used by tests/integration/lab/conftest.py; also usable from a shell:
 
-    python3 tests/lab/lab.py start|reset|stop|status|versions|ssh CMD
+    python3 tests/lab/lab.py start|reset|reboot|stop|status|versions|ssh CMD
 
 The heavy lifting is in build-image.sh and boot.sh next to this file; this
 class only wraps them with timeouts and returns (rc, stdout, stderr) tuples.
@@ -144,6 +144,14 @@ class Lab:
         self.timings["reset"], _out = self._run_script(self.boot_sh, ["reset"], timeout)
         return self.timings["reset"]
 
+    def reboot(self, timeout=900):
+        """Cold reboot of the running guest (boot.sh reboot): returns when ssh
+        answers again and systemd has finished booting. The target config
+        comes back from lab-target's saved config; sessions, maps, iptables
+        rules and everything in RAM are gone. `reset` still returns to "ready"."""
+        self.timings["reboot"], _out = self._run_script(self.boot_sh, ["reboot"], timeout)
+        return self.timings["reboot"]
+
     def stop(self, timeout=120):
         self.timings["stop"], _out = self._run_script(self.boot_sh, ["stop"], timeout)
         return self.timings["stop"]
@@ -225,7 +233,7 @@ def main(argv):
         return 0 if ok else 1
     if cmd == "build":
         lab.ensure_built()
-    elif cmd in ("start", "reset", "stop"):
+    elif cmd in ("start", "reset", "reboot", "stop"):
         getattr(lab, cmd)()
     elif cmd == "status":
         return 0 if lab.is_running() else 1
