@@ -104,5 +104,9 @@ class DetachError(BrickError):
     """The detach did not complete; ``details['leftovers']`` names what is left."""
 
 
+class VolumeMismatch(BrickError):
+    """A device does not serve the volume it should (its WWID differs); nothing was changed."""
+
+
 class LockTimeout(BrickError):
     """The host lock was not acquired in time; ``details['holder']`` names the holder."""

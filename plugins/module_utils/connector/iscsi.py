@@ -20,11 +20,12 @@ __metaclass__ = type
 import threading
 import time
 
+from . import detach
 from . import multipath as mp
 from . import scsi
 from . import validate
-from .errors import (AttachError, BrickError, CommandError, DetachError, DeviceBusy,
-                     FlushError, InvalidInput, LoginError)
+from .errors import (AttachError, BrickError, CommandError, InvalidInput, LoginError,
+                     VolumeMismatch)
 
 NODE_DIRS = ("/etc/iscsi/nodes", "/var/lib/iscsi/nodes")
 # Exit codes of iscsiadm(8)
@@ -38,19 +39,29 @@ RESCAN_AT = (1.0, 3.0, 7.0, 15.0)
 
 
 class Path(object):
-    """One (portal, iqn, lun) of a volume."""
+    """One (portal, iqn, lun) of a volume.  ``aliases`` are the other addresses of a portal given
+    as a host name (sessions on any of them are this path's); ``lun`` is None for a session-only
+    logout."""
 
-    __slots__ = ("portal", "iqn", "lun")
+    __slots__ = ("portal", "iqn", "lun", "aliases")
 
-    def __init__(self, portal, iqn, lun):
+    def __init__(self, portal, iqn, lun, aliases=()):
         self.portal = portal
         self.iqn = iqn
         self.lun = lun
+        self.aliases = list(aliases)
+
+    def addresses(self):
+        return ([self.portal] if self.portal is not None else []) + [a for a in self.aliases if a != self.portal]
 
     def key(self):
-        return (str(self.portal).lower(), self.iqn)
+        if self.portal is None:
+            return (None, self.iqn.lower())
+        return (detach.address_key(self.portal.host), self.portal.port, self.iqn.lower())
 
     def __repr__(self):
+        if self.lun is None:
+            return "%s %s" % (self.portal, self.iqn)
         return "%s %s lun %d" % (self.portal, self.iqn, self.lun)
 
 
@@ -90,17 +101,11 @@ class Auth(object):
         return p
 
 
-def _sleep_until(clock, sleep, t):
-    d = t - clock()
-    if d > 0:
-        sleep(d)
-
-
 class Connector(object):
     def __init__(self, fs, runner, iface="default", login_timeout=5, login_retries=1,
                  device_wait=20.0, multipath="auto", multipath_wait=10.0, auth=None,
                  startup="automatic", node_lock=None, clock=time.monotonic, sleep=time.sleep,
-                 poll=0.05, link_wait=0.0, command_timeout=30.0):
+                 poll=0.05, link_wait=0.0, command_timeout=30.0, wwid=None, rescan_timeout=10.0):
         self.fs = fs
         self.runner = runner
         self.iface = iface
@@ -121,24 +126,19 @@ class Connector(object):
         self.poll = poll
         self.link_wait = link_wait
         self.command_timeout = command_timeout
+        # The WWID the volume must have (normalised), or None: then its paths must agree on one.
+        self.wwid = validate.wwid(wwid) if wwid else None
+        self.rescan_timeout = rescan_timeout
         self.failed_paths = []
         self.warnings = []
 
     # ------------------------------------------------------------------ helpers: sysfs state
-    def _sessions_for(self, path, sessions=None):
+    def sessions_for(self, path, sessions=None):
+        """Sessions of ``path`` (target, any of the portal's addresses, this connector's iface)."""
         sessions = scsi.iscsi_sessions(self.fs) if sessions is None else sessions
-        out = []
-        for s in sessions:
-            if s.iqn != path.iqn:
-                continue
-            if path.portal is None:
-                out.append(s)
-                continue
-            if (str(s.address).lower() == path.portal.host.lower()
-                    and str(s.port) == str(path.portal.port)
-                    and (s.iface or "default") == self.iface):
-                out.append(s)
-        return out
+        return [s for s in sessions if detach.session_matches(s, path, self.iface)]
+
+    _sessions_for = sessions_for
 
     def node_exists(self, path):
         addr = path.portal.host
@@ -280,12 +280,13 @@ class Connector(object):
                     path.lun, path.iqn, path.portal, self.device_wait)
                 return
             created["devices"].append(d.name)
+            created["refs"].append(detach.DeviceRef(d, s, None, path))
             result["device"] = d
         except Exception as e:  # a thread must report, never die silently
             result["error"] = "%s: %s" % (path.portal, e)
 
-    def _attached(self, paths):
-        """(devices, map) when the volume is fully attached as requested, else None."""
+    def find_attached(self, paths):
+        """(devices, map) when the volume is fully attached as requested, else None (sysfs only)."""
         st = self.state(paths)
         by_key = {}
         for e in st:
@@ -304,17 +305,63 @@ class Connector(object):
             return None
         return devs, m
 
+    _attached = find_attached
+
+    def verify_identity(self, devs, m, fresh=(), rescan=True):
+        """Check that ``devs`` (and their map ``m``) serve one volume, the expected one when a WWID was given.
+
+        The kernel keeps a device's identity from its first scan: when the array maps another volume at the
+        same LUN number, the old sdX silently reads and writes the new volume.  So the devices this call did
+        not scan itself (``fresh``) are rescanned first (one sysfs write each, no command; multipathd then
+        drops a path whose WWID changed from its map), and their WWIDs are read again.  Raises
+        VolumeMismatch, naming every device and WWID, when they disagree."""
+        stale = [d for d in devs if d.name not in fresh]
+        if rescan and stale:
+            slow = scsi.rescan(self.fs, stale, timeout=self.rescan_timeout)
+            if slow:
+                self.warnings.append("rescan of %s did not finish within %ss: their WWID was not re-read" % (
+                    ", ".join(slow), self.rescan_timeout))
+            for d in stale:
+                d.wwid = scsi.read_wwid(self.fs, d)
+        want = self.wwid or (m.wwid if m is not None else None)
+        wwids = sorted(set(d.wwid for d in devs if d.wwid))
+        bad = [d for d in devs if d.wwid and want and d.wwid != want]
+        if not bad and len(wwids) <= 1 and not (self.wwid and m is not None and m.wwid != self.wwid) \
+                and not (self.wwid and not wwids):
+            return wwids[0] if wwids else None
+        parts = ["%s (%s) reports %s" % (d.dev, d.hctl, d.wwid or "no WWID") for d in devs]
+        if m is not None:
+            parts.append("map %s serves %s" % (m.name, m.wwid))
+        head = "expected WWID %s, but " % self.wwid if self.wwid else "the paths of this volume disagree: "
+        raise VolumeMismatch(
+            head + "; ".join(parts) + ". The array has probably mapped another volume at this LUN number",
+            hint="nothing of the other volume was touched; detach the stale paths with state=absent and the "
+                 "old wwid, then attach again (or correct wwid)",
+            expected_wwid=self.wwid, wwids=dict((d.dev, d.wwid) for d in devs),
+            map_wwid=m.wwid if m is not None else None)
+
+    def attached_result(self, paths, check_mode=False):
+        """The result of an attach that has nothing to do (identity verified), or None when there is work.
+
+        Reads sysfs and rescans the existing paths (no command, no lock needed): this is a re-run's whole cost."""
+        have = self.find_attached(paths)
+        if have is None:
+            return None
+        devs, m = have
+        # check mode changes nothing, not even the kernel's view of the LUN: it compares sysfs as it is
+        self.verify_identity(devs, m, rescan=not check_mode)
+        return self.describe(paths, devs, m, changed=False)
+
     def connect(self, paths, check_mode=False):
         """Attach the volume reached through ``paths``.  Returns a result dict."""
         if not paths:
             raise InvalidInput("no portal/IQN/LUN to attach")
-        have = self._attached(paths)
-        if have is not None:
-            devs, m = have
-            return self._describe(paths, devs, m, changed=False)
+        done = self.attached_result(paths, check_mode)
+        if done is not None:
+            return done
         if check_mode:
             return {"changed": True, "msg": "would attach %s" % ", ".join(repr(p) for p in paths),
-                    "would_login": [str(p.portal) for p in paths if not self._sessions_for(p)]}
+                    "would_login": [str(p.portal) for p in paths if not self.sessions_for(p)]}
         use_mp = self.multipath != "off"
         if use_mp and not mp.daemon_running(self.fs, self.runner):
             if self.multipath == "required":
@@ -323,7 +370,7 @@ class Connector(object):
             if len(paths) > 1:
                 self.warnings.append("multipathd is not running: attaching a single path only")
             use_mp = False
-        created = {"nodes": [], "sessions": [], "devices": [], "wwid": None}
+        created = {"nodes": [], "sessions": [], "devices": [], "refs": [], "wwid": None}
         try:
             return self._do_connect(paths, use_mp, created)
         except BaseException as e:
@@ -372,6 +419,8 @@ class Connector(object):
                                  hint="check portal addresses, the target ACL and CHAP settings")
             raise AttachError("volume not attached: %s" % errs,
                               hint="check that the LUN is mapped to this initiator")
+        devs = [r["device"] for r in good]
+        self.verify_identity(devs, None, fresh=created["devices"])
         for r in failed:
             err = r.get("error", "path %s failed" % r["path"])
             self.warnings.append(err)
@@ -392,7 +441,7 @@ class Connector(object):
                     raise AttachError(msg, hint="check multipathd and /etc/multipath.conf (blacklist, find_multipaths)")
                 self.warnings.append(msg + ": returning a single path device, performance and resilience are degraded")
                 devs = devs[:1]
-        return self._describe(paths, devs, m, changed=True)
+        return self.describe(paths, devs, m, changed=True)
 
     def _forget_path(self, r, created):
         """Drop what we created for a failed portal (node record; a session without our LUN)."""
@@ -474,18 +523,10 @@ class Connector(object):
                 left.append("node record %s" % p)
         if created.get("wwid"):
             mp.forget_wwid(self.runner, created["wwid"])
-        self._remove_links(created["devices"], created.get("wwid"))
+        gone = detach.DetachPlan()
+        gone.remove = list(created.get("refs") or [])
+        detach.remove_stale_links(fs, gone)
         return left
-
-    def _remove_links(self, names, wwid=None):
-        """Remove by-path/by-id links that point at ``names`` and no longer resolve."""
-        removed = []
-        for d in ("/dev/disk/by-id", "/dev/disk/by-path"):
-            for link in scsi.links_to(self.fs, d, names):
-                if not self.fs.exists(link):
-                    self.fs.unlink(link)
-                    removed.append(link)
-        return removed
 
     def _first_link(self, cands, device, wait):
         """First of ``cands`` that resolves to ``device``; polls up to ``wait`` seconds."""
@@ -498,7 +539,7 @@ class Connector(object):
                 return None
             self.sleep(max(self.poll, 0.1))
 
-    def _describe(self, paths, devs, m, changed):
+    def describe(self, paths, devs, m, changed):
         fs = self.fs
         wwid = devs[0].wwid if devs else None
         sessions = []
@@ -532,181 +573,70 @@ class Connector(object):
                 "sessions": sessions, "paths": path_info}
 
     # ------------------------------------------------------------------ disconnect
-    def disconnect(self, paths, force=False, ignore_errors=False, check_mode=False, busy_check=None):
-        """Detach the volume.  ``busy_check(dev) -> list of blockers`` explains a refusal."""
-        fs = self.fs
-        st = self.state(paths)
-        mine = []
-        for e in st:
-            mine.extend(d for d in e["devices"] if d.name)
-        maps = []
-        for d in mine:
-            m = scsi.multipath_of(fs, d.name)
-            if m is not None and m.dm not in [x.dm for x in maps]:
-                maps.append(m)
-        # sessions to log out: those of this volume that carry no other LUN
-        logout = [e for e in st if not e["others"]]
-        keep = [e for e in st if e["others"]]
-        nodes = []
-        for e in logout:
-            s = e["session"]
-            np = Path(validate.portal(s.portal), s.iqn, e["path"].lun)
-            if np.key() not in [x.key() for x in nodes]:
-                nodes.append(np)
-        for p in paths:
-            if (p.portal is not None and p.key() not in [x.key() for x in nodes] and self.node_exists(p)
-                    and not [e for e in st if e["path"] is p and e["others"]]):
-                nodes.append(p)
-        if not mine and not logout and not nodes and not maps:
-            return {"changed": False, "msg": "volume is not attached", "removed": {}}
-        plan = {"maps": [m.name for m in maps], "devices": [d.dev for d in mine],
-                "logout": ["%s %s" % (e["session"].portal, e["session"].iqn) for e in logout],
-                "kept_sessions": ["%s %s (other LUNs: %s)" % (
-                    e["session"].portal, e["session"].iqn, ", ".join(str(d.lun) for d in e["others"]))
-                    for e in keep]}
+    def iscsiadm_logout(self, session):
+        """Log out one session by id (bounded, one retry).  Returns the Result."""
+        return self.runner.run(["iscsiadm", "-m", "session", "-r", str(session.sid), "--logout"],
+                               ok_codes=(0, RC_NO_OBJS), timeout=self.command_timeout, retries=1, delay=1.0,
+                               check=False)
+
+    def delete_node(self, path):
+        return self._node_db(self._node_argv(path, "--op", "delete"), ok=(0, RC_NO_OBJS))
+
+    def plan_disconnect(self, paths, session_only=False):
+        """What a detach of ``paths`` would remove and keep, and why (sysfs only): a DetachPlan."""
+        return detach.plan_detach(self.fs, paths, iface=self.iface, wwid=self.wwid, session_only=session_only,
+                                  node_exists=self.node_exists)
+
+    def disconnect(self, paths, force=False, ignore_errors=False, check_mode=False, busy_check=None,
+                   session_only=False):
+        """Detach the volume: plan, verify, execute (see detach.py).  The caller holds the target lock(s).
+
+        ``busy_check(dev) -> [blocker]`` replaces the built-in check (openers, mounts, swap, holders)."""
+        d = detach.Detacher(self, paths, wwid=self.wwid, force=force, ignore_errors=ignore_errors,
+                            session_only=session_only, busy_check=busy_check)
+        plan = d.plan()
+        if plan.empty():
+            what = "no session of it carries nothing" if session_only else "volume is not attached"
+            if plan.kept_devices:
+                what = "nothing of volume %s is attached here (kept: %s)" % (
+                    plan.wwid, "; ".join("%s: %s" % (r.label, why) for r, why in plan.kept_devices))
+            return {"changed": False, "msg": what, "removed": plan.to_dict()}
         if check_mode:
-            return {"changed": True, "msg": "would detach", "removed": plan}
-        problems = []
-
-        def problem(exc):
-            if force or ignore_errors:
-                problems.append(str(exc))
-            else:
-                raise exc
-
-        # 1. the data barrier: flush the map, or the buffers of single paths
-        for m in maps:
-            try:
-                mp.flush(self.runner, m.name)
-            except FlushError as e:
-                if busy_check is not None and e.details.get("reason") == "in_use":
-                    e.details["blockers"] = busy_check(m.dev)
-                if not force:
-                    if e.details.get("blockers"):
-                        e.msg += "; in use by: " + ", ".join(_blocker_str(b) for b in e.details["blockers"])
-                    raise e
-                problems.append(str(e) + " (force: going on, data may be lost)")
-        if not maps:
-            for d in mine:
-                if busy_check is not None:
-                    blockers = busy_check(d.dev)
-                    if blockers:
-                        exc = DeviceBusy("%s is in use by: %s; nothing was removed" % (
-                            d.dev, ", ".join(_blocker_str(b) for b in blockers)),
-                            hint="unmount / close it first, or use force and accept data loss",
-                            blockers=blockers)
-                        if not force:
-                            raise exc
-                        problems.append(str(exc) + " (force: going on)")
-                try:
-                    mp.flush_buffers(self.runner, d.dev)
-                except FlushError as e:
-                    if not force:
-                        raise e
-                    problems.append(str(e) + " (force: going on, data may be lost)")
-        # 2. delete the SCSI devices (all at once) and wait for them to go
-        names = [d.name for d in mine]
-        for d in mine:
-            try:
-                fs.write("%s/delete" % d.path, "1")
-            except (IOError, OSError) as e:
-                problem(DetachError("could not delete %s: %s" % (d.dev, e)))
-        left = scsi.wait_gone(fs, ["/sys/block/%s" % n for n in names], 30, sleep=self.sleep, clock=self.clock)
-        if left:
-            problem(DetachError("devices still present after 30 s: %s" % ", ".join(left)))
-        self._remove_links(names)
-        # a map whose flush failed under force: ask multipathd to drop it now that its paths are gone
-        for m in maps:
-            if scsi.dm_map(fs, m.dm) is not None:
-                self.runner.run(["multipathd", "del", "map", m.name], timeout=10, check=False)
-        # 3. log out sessions that carry nothing else, in parallel; then delete their node records
-        threads = []
-        outs = []
-
-        def _lo(s, out):
-            r = self.runner.run(["iscsiadm", "-m", "session", "-r", str(s.sid), "--logout"],
-                                ok_codes=(0, RC_NO_OBJS), timeout=self.command_timeout, retries=1, delay=1.0,
-                                check=False)
-            out.append((s, r))
-
-        for e in logout:
-            t = threading.Thread(target=_lo, args=(e["session"], outs))
-            t.daemon = True
-            threads.append(t)
-            t.start()
-        for t in threads:
-            t.join()
-        for s, r in outs:
-            if r.rc not in (0, RC_NO_OBJS):
-                problem(DetachError("logout of session %d (%s) failed: %s" % (
-                    s.sid, s.portal, (r.stderr or r.stdout or "timeout").strip())))
-        for p in nodes:
-            if self._sessions_for(p):
-                continue
-            r = self._node_db(self._node_argv(p, "--op", "delete"), ok=(0, RC_NO_OBJS))
-        # 4. verify nothing of the volume is left
-        leftovers = self.leftovers(paths, names, list(maps))
-        out = {"changed": True, "removed": plan, "leftovers": leftovers, "problems": problems}
-        if leftovers:
-            msg = "detach left %s" % "; ".join(leftovers)
-            if not ignore_errors:
-                raise DetachError(msg, hint="see the leftovers; re-run with force to clean up",
-                                  leftovers=leftovers, problems=problems)
-            self.warnings.append(msg)
-        for p in problems:
-            self.warnings.append(p)
-        return out
-
-    def leftovers(self, paths, names, maps):
-        fs = self.fs
-        left = []
-        for e in self.state(paths):
-            if e["others"]:
-                continue
-            left.append("session %d to %s" % (e["session"].sid, e["session"].portal))
-            for d in e["devices"]:
-                left.append("device %s" % d.dev)
-        for n in names:
-            if fs.exists("/sys/block/%s" % n):
-                left.append("device /dev/%s" % n)
-        for m in maps:
-            if scsi.dm_map(fs, m.dm) is not None:
-                left.append("multipath map %s (%s)" % (m.name, m.dev))
-        for d in ("/dev/disk/by-id", "/dev/disk/by-path"):
-            for link in scsi.links_to(fs, d, names):
-                left.append("link %s" % link)
-        for p in paths:
-            if p.portal is None:
-                continue
-            link = "/dev/disk/by-path/%s" % scsi.bypath_name(p.portal.bypath, p.iqn, p.lun)
-            if fs.lexists(link) and "link %s" % link not in left:
-                left.append("link %s" % link)
-        return left
+            return {"changed": True, "msg": "would detach", "removed": plan.to_dict()}
+        d.verify(plan)
+        return d.execute(plan)
 
 
-def _blocker_str(b):
-    if isinstance(b, dict):
-        if b.get("pid"):
-            return "pid %s (%s)" % (b["pid"], b.get("comm") or b.get("cmdline") or "?")
-        if b.get("mountpoint"):
-            return "mounted on %s" % b["mountpoint"]
-        if b.get("holder"):
-            return "holder %s" % b["holder"]
-        return b.get("kind", "?")
-    return str(b)
+def check_portals(portals, resolver=None):
+    """Validate portals (strings or Portals) and resolve host names: a list of [Portal, *other addresses]."""
+    ports = [p if isinstance(p, validate.Portal) else validate.portal(p) for p in portals or ()]
+    resolved = [validate.resolve_portal(p, resolver=resolver) for p in ports]
+    keys = [detach.address_key(r[0].host) + ":%d" % r[0].port for r in resolved]
+    if len(set(keys)) != len(keys):
+        raise InvalidInput("the same portal is listed twice (%s)" % ", ".join(
+            str(p) for p, k in zip(ports, keys) if keys.count(k) > 1))
+    return resolved
 
 
-def build_paths(portals, iqns, luns):
-    """Validated list of Path from the module's lists (IQN/LUN lists of length 1 apply to all)."""
+def build_paths(portals, iqns, luns, resolver=None, session_only=False):
+    """Validated list of Path from the module's lists (IQN/LUN lists of length 1 apply to all).
+
+    Portals given as host names are resolved here, before anything runs: the kernel shows sessions with
+    numeric addresses only.  A new login uses the first address; sessions on any address of the name
+    belong to the path.  ``session_only`` paths carry no LUN (``luns`` must be empty or None)."""
     ports = [validate.portal(p) for p in (portals or [])]
     iqns = [validate.iqn(i) for i in (iqns or [])]
-    luns = [validate.lun(x) for x in (luns if luns is not None else [0])] or [0]
+    if session_only:
+        if luns and any(x is not None for x in luns):
+            raise InvalidInput("a session-only logout takes no LUN")
+        luns = [None]
+    else:
+        luns = [validate.lun(x) for x in (luns if luns is not None else [0])] or [0]
     if not ports:
         if len(iqns) != 1:
             raise InvalidInput("without portals, give exactly one target IQN")
         return [Path(None, iqns[0], luns[0])]
-    if len(set(ports)) != len(ports):
-        raise InvalidInput("the same portal is listed twice")
+    resolved = check_portals(ports, resolver)
     n = len(ports)
     if len(iqns) not in (1, n):
         raise InvalidInput("give one target IQN, or one per portal (%d portals, %d IQNs)" % (n, len(iqns)))
@@ -714,7 +644,7 @@ def build_paths(portals, iqns, luns):
         raise InvalidInput("give one LUN, or one per portal (%d portals, %d LUNs)" % (n, len(luns)))
     iqns = iqns * n if len(iqns) == 1 else iqns
     luns = luns * n if len(luns) == 1 else luns
-    return [Path(ports[i], iqns[i], luns[i]) for i in range(n)]
+    return [Path(resolved[i][0], iqns[i], luns[i], aliases=resolved[i][1:]) for i in range(n)]
 
 
 __all__ = ["Auth", "Connector", "Path", "build_paths", "CommandError"]

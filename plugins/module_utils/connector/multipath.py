@@ -116,6 +116,44 @@ def flush_buffers(runner, dev, retries=2, delay=1.0, timeout=FLUSH_TIMEOUT):
                          output=(e.stderr or e.stdout or "").strip())
 
 
+def del_path(runner, name):
+    """``multipathd del path /dev/NAME``: take one path out of its map; the map keeps its other paths."""
+    return runner.run(["multipathd", "del", "path", "/dev/%s" % name], timeout=30, check=False)
+
+
+def del_map(runner, name):
+    return runner.run(["multipathd", "del", "map", name], timeout=10, check=False)
+
+
+def wait_paths_left(fs, pairs, timeout, interval=0.05, sleep=None, clock=None):
+    """Wait until each (dm, name) path is no longer a slave of its map; returns the names still in."""
+    import time
+    sleep = sleep or time.sleep
+    clock = clock or time.monotonic
+    deadline = clock() + timeout
+    while True:
+        left = [n for dm, n in pairs if n in scsi.slaves(fs, dm)]
+        if not left or clock() >= deadline:
+            return left
+        sleep(interval)
+
+
+def disable_queueing(fs, runner, m):
+    """Make I/O to map ``m`` fail instead of queueing when it has no path.  Returns True on success.
+
+    ``multipathd disablequeueing map`` when the daemon runs (it would otherwise turn queueing back on at its
+    next reload), else the device-mapper message ``fail_if_no_path``."""
+    if daemon_running(fs, runner):
+        r = runner.run(["multipathd", "disablequeueing", "map", m.name], timeout=15, check=False)
+        if r.rc == 0 and "fail" not in (r.stdout or "").lower():
+            return True
+    try:
+        r = runner.run(["dmsetup", "message", m.name, "0", "fail_if_no_path"], timeout=15, check=False)
+    except CommandNotFound:
+        return False
+    return r.rc == 0
+
+
 def remove_paths_from_daemon(fs, runner, names):
     """Tell multipathd to forget paths that are gone (best effort, only when it still lists them)."""
     r = runner.run(["multipathd", "show", "paths", "raw", "format", "%d"], timeout=10, check=False)

@@ -281,6 +281,49 @@ def links_to(fs, directory, names):
     return out
 
 
+def parent_of_partition(fs, name):
+    """``sdb`` for partition ``sdb1`` (from sysfs), or None when ``name`` is not a partition."""
+    if not fs.exists("/sys/class/block/%s/partition" % name):
+        return None
+    return os.path.basename(os.path.dirname(fs.realpath("/sys/class/block/%s" % name)))
+
+
+def rescan(fs, devs, timeout=10.0):
+    """Ask the kernel to re-read identity (VPD pages: the WWID) and capacity of ``devs`` (ScsiDevice).
+
+    One write to ``device/rescan`` per device, all at once, bounded by ``timeout``: a device on a session
+    that is not logged in is skipped (the write would wait for the session's recovery).  Returns the names
+    whose rescan did not finish in time or failed."""
+    import threading
+    import time
+    failed = []
+    threads = []
+
+    def one(d):
+        try:
+            fs.write("%s/rescan" % d.path, "1")
+        except (IOError, OSError):
+            failed.append(d.name)
+    for d in devs:
+        if not d.name or d.state != "running":
+            continue
+        t = threading.Thread(target=one, args=(d,))
+        t.daemon = True
+        threads.append((d, t))
+        t.start()
+    deadline = time.monotonic() + timeout
+    for d, t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            failed.append(d.name)
+    return failed
+
+
+def read_wwid(fs, dev):
+    """The WWID a SCSI device reports now (udev/multipath form), from sysfs."""
+    return udev_wwid(fs.read(dev.path + "/wwid"))
+
+
 def wait_gone(fs, paths, timeout, interval=0.05, sleep=None, clock=None):
     """Poll until none of ``paths`` exists; returns the ones still present after ``timeout``."""
     import time

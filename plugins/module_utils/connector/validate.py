@@ -8,6 +8,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
+import socket
+import threading
 
 from .errors import InvalidInput
 
@@ -23,6 +25,10 @@ _IPV6_CHARS = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\Z")
 # Names of devices, maps and ifaces: no shell metacharacters, no white space, no traversal.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+@=-]*\Z")
 _SAFE_PATH_CHARS = re.compile(r"^/[A-Za-z0-9_./:+@=,-]*\Z")
+# WWIDs as udev/multipath write them (3600140...), as sysfs does (naa.600140...), or as a wwn (0x600140...).
+_WWID_CHARS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*\Z")
+_SYSFS_WWID_PREFIX = (("naa.", "3"), ("eui.", "2"), ("t10.", "1"))
+RESOLVE_TIMEOUT = 5.0
 
 
 def iqn(value, what="target IQN"):
@@ -164,3 +170,63 @@ def device_path(value, what="device"):
     if not v.startswith("/dev/") or v == "/dev/":
         raise InvalidInput("%s '%s' is not under /dev" % (what, v))
     return v.rstrip("/")
+
+
+def wwid(value, what="wwid"):
+    """A volume's WWID in the form udev and multipath use (``3600140...``), lower-cased.
+
+    Accepts that form, the sysfs form (``naa.600140...``, ``eui.``, ``t10.``) and a ``wwn-0x``/``0x`` WWN
+    (taken as an NAA identifier).  Raises InvalidInput for anything else."""
+    v = value.strip() if isinstance(value, str) else ""
+    if not v or len(v) > 256 or not _WWID_CHARS.match(v):
+        raise InvalidInput("%s '%s' is not a WWID" % (what, value),
+                           hint="use the multipath/udev WWID (3600140...), the sysfs form (naa.600140...) "
+                                "or the WWN (0x600140...)")
+    low = v.lower()
+    for prefix, digit in _SYSFS_WWID_PREFIX:
+        if low.startswith(prefix):
+            return digit + low[len(prefix):]
+    if low.startswith("wwn-0x"):
+        return "3" + low[6:]
+    if low.startswith("0x"):
+        return "3" + low[2:]
+    return low
+
+
+def resolve_portal(p, what="portal", resolver=None, timeout=RESOLVE_TIMEOUT):
+    """Every address of a portal given as a host name, as numeric Portals (same port).
+
+    A numeric portal comes back as it is.  The kernel shows sessions with numeric addresses only, so a
+    portal given by name must be resolved before it can be matched with sysfs.  The lookup is bounded
+    by ``timeout`` (a dead DNS server must not hang the module) and fails with a clear message."""
+    if p.ipv6 or _is_ipv4(p.host):
+        return [p]
+    resolver = resolver or socket.getaddrinfo
+    box = {}
+
+    def lookup():
+        try:
+            box["infos"] = resolver(p.host, p.port, 0, socket.SOCK_STREAM)
+        except Exception as e:  # socket.gaierror, UnicodeError...
+            box["error"] = e
+    t = threading.Thread(target=lookup)
+    t.daemon = True
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise InvalidInput("%s '%s': looking up host name '%s' did not finish within %ss" % (what, p, p.host, timeout),
+                           hint="check the DNS/hosts configuration, or give the portal's IP address")
+    if "error" in box:
+        raise InvalidInput("%s '%s': host name '%s' does not resolve (%s)" % (what, p, p.host, box["error"]),
+                           hint="check the name, or give the portal's IP address")
+    out = []
+    for info in box.get("infos") or ():
+        family, addr = info[0], info[4][0]
+        addr = addr.split("%", 1)[0] if family == socket.AF_INET6 else addr
+        q = Portal(addr.lower(), p.port, family == socket.AF_INET6)
+        if q not in out:
+            out.append(q)
+    if not out:
+        raise InvalidInput("%s '%s': host name '%s' has no address" % (what, p, p.host),
+                           hint="give the portal's IP address")
+    return out

@@ -1,0 +1,583 @@
+# -*- coding: utf-8 -*-
+# Copyright: brick.storage contributors
+# Apache License 2.0 (see LICENSE)
+"""Detach a volume: decide, then do.
+
+1. **Plan** (:func:`plan_detach`, sysfs only, no command): which SCSI devices belong to the volume and
+   will be deleted, which of them leave a multipath map that stays (``multipathd del path``), which maps
+   lose every path and are flushed, which sessions will carry nothing afterwards and are logged out, which
+   node records go, and what is *kept* and why (another LUN, another path of a map that stays, a device
+   whose WWID differs from the volume's).
+2. **Verify** (:meth:`Detacher.verify`, under the target lock, just before acting): the plan is made
+   again from a fresh look at sysfs, every device that will be deleted outside a map is checked for
+   openers, mounts, swap and holders, every path taken out of a map for users other than its map, and
+   multipathd must run when a path has to leave a map that stays.
+3. **Execute** (:meth:`Detacher.execute`): flush the buffers of standalone devices, flush the maps that
+   go (the data barrier: when it fails nothing more is removed unless ``force``), take paths out of the
+   maps that stay, delete the devices, remove the links that described them, log out each session whose
+   last device went (looking again right before each logout), delete the node records, and check by
+   identity that nothing of the volume is left.
+
+A device is identified by its sysfs directory (``.../hostH/sessionS/targetH:C:T/H:C:T:L``): session ids
+are never reused by the kernel, so a new device that got the same ``sdX`` name or the same H:C:T:L after a
+re-login is never mistaken for the one that was removed.  A volume is identified by its WWID.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import socket
+import threading
+
+from . import idle
+from . import multipath as mp
+from . import scsi
+from . import validate
+from .errors import BrickError, DetachError, DeviceBusy, FlushError, VolumeMismatch
+
+# iscsiadm exit codes (iscsiadm(8))
+RC_IDBM = 6
+RC_NO_OBJS = 21
+DELETE_WAIT = 30.0
+PATH_LEAVE_WAIT = 10.0
+BY_PATH = "/dev/disk/by-path"
+BY_ID = "/dev/disk/by-id"
+
+
+def address_key(address):
+    """Comparable form of an IP address (IPv6 compressed and lower-cased)."""
+    a = str(address or "").strip().lower()
+    if a.startswith("[") and a.endswith("]"):
+        a = a[1:-1]
+    if ":" in a:
+        try:
+            return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, a.split("%", 1)[0]))
+        except (OSError, ValueError):
+            return a
+    return a
+
+
+def session_matches(session, path, iface):
+    """True when ``session`` is a session of ``path`` (target IQN, one of the portal's addresses, iface)."""
+    if (session.iqn or "").lower() != path.iqn.lower():
+        return False
+    if (session.iface or "default") != (iface or "default"):
+        return False
+    if path.portal is None:
+        return True
+    if str(session.port) != str(path.portal.port):
+        return False
+    have = address_key(session.address)
+    return any(have == address_key(a.host) for a in path.addresses())
+
+
+class DeviceRef(object):
+    """One SCSI device (LUN path) the plan looks at, with its session and its multipath map."""
+
+    __slots__ = ("dev", "session", "map", "path")
+
+    def __init__(self, dev, session, map_, path):
+        self.dev = dev
+        self.session = session
+        self.map = map_
+        self.path = path
+
+    @property
+    def ident(self):
+        return self.dev.path
+
+    @property
+    def label(self):
+        return "%s (%s, %s)" % (self.dev.dev or "no block device", self.dev.hctl, self.session.portal)
+
+
+class DetachPlan(object):
+    """What a detach removes and keeps, and why."""
+
+    def __init__(self, wwid=None):
+        self.wwid = wwid
+        self.remove = []          # [DeviceRef] devices to delete
+        self.paths_out = []       # [DeviceRef] of those, paths taken out of a map that stays
+        self.flush_maps = []      # [DmMap] maps that lose every path
+        self.kept_maps = []       # [(DmMap, [names of the paths that stay])]
+        self.kept_devices = []    # [(DeviceRef, reason)]
+        self.logout = []          # [Session]
+        self.kept_sessions = []   # [(Session, reason)]
+        self.node_records = []    # [Path]
+
+    def empty(self):
+        return not (self.remove or self.flush_maps or self.logout or self.node_records)
+
+    def standalone(self):
+        """Devices that are in no map: each gets its own busy check and buffer flush."""
+        return [r for r in self.remove if r.map is None]
+
+    def to_dict(self):
+        return {
+            "wwid": self.wwid,
+            "maps": [m.name for m in self.flush_maps],
+            "devices": [r.dev.dev or r.dev.hctl for r in self.remove],
+            "paths_out_of_map": ["%s from %s" % (r.dev.dev, r.map.name) for r in self.paths_out],
+            "logout": ["%s %s" % (s.portal, s.iqn) for s in self.logout],
+            "node_records": [str(p.portal) + " " + p.iqn for p in self.node_records],
+            "kept_maps": ["%s (paths that stay: %s)" % (m.name, ", ".join(names)) for m, names in self.kept_maps],
+            "kept_devices": ["%s: %s" % (r.label, why) for r, why in self.kept_devices],
+            "kept_sessions": ["%s %s (%s)" % (s.portal, s.iqn, why) for s, why in self.kept_sessions],
+        }
+
+
+# -- planning --------------------------------------------------------------------------------------
+def _wwids_of(ref):
+    out = []
+    if ref.dev.wwid:
+        out.append(ref.dev.wwid)
+    if ref.map is not None and ref.map.wwid and ref.map.wwid not in out:
+        out.append(ref.map.wwid)
+    return out
+
+
+def _claimed_wwid(ref):
+    """The volume a device serves: its map's WWID when it is a path of a map, else its own."""
+    return ref.map.wwid if ref.map is not None else ref.dev.wwid
+
+
+def _disagreement(refs):
+    lines = []
+    for r in refs:
+        txt = "%s reports %s" % (r.label, r.dev.wwid or "no WWID")
+        if r.map is not None:
+            txt += " and is a path of map %s (%s)" % (r.map.name, r.map.wwid)
+        lines.append(txt)
+    return "; ".join(lines)
+
+
+def _candidates(fs, paths, iface, sessions, session_only):
+    matched = []
+    refs = []
+    for p in paths:
+        for s in sessions:
+            if not session_matches(s, p, iface):
+                continue
+            if s not in [x for _p, x in matched]:
+                matched.append((p, s))
+            if session_only:
+                continue
+            for d in scsi.session_devices(fs, s, lun=p.lun):
+                m = scsi.multipath_of(fs, d.name) if d.name else None
+                if d.path not in [r.ident for r in refs]:
+                    refs.append(DeviceRef(d, s, m, p))
+    return matched, refs
+
+
+def plan_detach(fs, paths, iface="default", wwid=None, session_only=False, node_exists=None):
+    """Plan the detach of the volume reached through ``paths`` (sysfs only, no command runs).
+
+    ``wwid`` is the volume's expected WWID (normalised): devices that serve another WWID are kept.
+    Without it, the devices found must agree on one WWID, else :class:`VolumeMismatch` is raised and
+    nothing is planned.  ``session_only`` plans only the logout of sessions that carry no device."""
+    sessions = scsi.iscsi_sessions(fs)
+    matched, refs = _candidates(fs, paths, iface, sessions, session_only)
+    if wwid is None:
+        seen = sorted(set(w for r in refs for w in _wwids_of(r)))
+        if len(seen) > 1:
+            raise VolumeMismatch(
+                "the paths of this volume disagree on its WWID: %s; nothing was changed" % _disagreement(refs),
+                hint="the array may have mapped another volume at this LUN number: give the WWID of the volume "
+                     "to detach (wwid) so that only its paths are removed",
+                wwids=seen, devices=[r.dev.to_dict() for r in refs])
+        wwid = seen[0] if seen else None
+    plan = DetachPlan(wwid)
+    for r in refs:
+        have = _claimed_wwid(r)
+        if wwid is None or have == wwid:
+            plan.remove.append(r)
+        elif r.map is not None:
+            plan.kept_devices.append((r, "a path of map %s, which serves WWID %s, not %s" % (r.map.name, r.map.wwid,
+                                                                                         wwid)))
+        else:
+            plan.kept_devices.append((r, "reports WWID %s, not %s" % (r.dev.wwid or "(none)", wwid)))
+    _plan_maps(fs, plan)
+    _plan_sessions(fs, plan, matched)
+    _plan_nodes(plan, paths, matched, node_exists)
+    return plan
+
+
+def _plan_maps(fs, plan):
+    by_map = {}
+    for r in plan.remove:
+        if r.map is not None:
+            by_map.setdefault(r.map.dm, []).append(r)
+    for dm in sorted(by_map):
+        refs = by_map[dm]
+        m = refs[0].map
+        going = set(r.dev.name for r in refs)
+        staying = [s for s in m.slaves if s not in going]
+        if staying:
+            plan.paths_out.extend(refs)
+            plan.kept_maps.append((m, staying))
+        else:
+            plan.flush_maps.append(m)
+    if plan.wwid:
+        # a map of this volume that lost every path (left open, or multipathd was down) goes too
+        for m in scsi.dm_maps(fs):
+            if m.wwid == plan.wwid and not m.slaves and m.dm not in [x.dm for x in plan.flush_maps]:
+                plan.flush_maps.append(m)
+
+
+def _plan_sessions(fs, plan, matched):
+    going = set(r.ident for r in plan.remove)
+    for _p, s in matched:
+        if s in plan.logout or s in [k for k, _w in plan.kept_sessions]:
+            continue
+        rest = [d for d in scsi.session_devices(fs, s, with_details=False) if d.path not in going]
+        if rest:
+            plan.kept_sessions.append((s, "carries %s" % ", ".join(
+                "LUN %d (%s)" % (d.lun, d.dev or d.hctl) for d in rest)))
+        else:
+            plan.logout.append(s)
+
+
+def _plan_nodes(plan, paths, matched, node_exists):
+    """Node records of the sessions that are logged out, and of requested paths that have no session."""
+    from .iscsi import Path  # iscsi imports this module
+    keys = []
+    for p, s in matched:
+        if s in plan.logout:
+            np = Path(validate.portal(s.portal), s.iqn, p.lun)
+            if np.key() not in keys:
+                keys.append(np.key())
+                plan.node_records.append(np)
+    for p in paths:
+        if p.portal is None or p.key() in keys:
+            continue
+        if any(q is p and s not in plan.logout for q, s in matched):
+            continue  # a session of this path stays: so does its record
+        if node_exists is not None and node_exists(p):
+            keys.append(p.key())
+            plan.node_records.append(p)
+
+
+# -- verify and execute ------------------------------------------------------------------------------
+def _blocker_str(b):
+    if isinstance(b, dict):
+        if b.get("kind") == "process" or b.get("pid"):
+            return "pid %s (%s)" % (b.get("pid"), b.get("comm") or "?")
+        if b.get("mountpoint"):
+            return "%s mounted on %s" % (b.get("device") or "it", b["mountpoint"])
+        if b.get("holder"):
+            return "%s held by %s" % (b.get("device") or "it", b.get("holder_name") or b["holder"])
+        return "%s (%s)" % (b.get("kind", "?"), b.get("device") or "")
+    return str(b)
+
+
+class Detacher(object):
+    """Runs one detach: verify (under the caller's lock), execute, check what is left."""
+
+    def __init__(self, conn, paths, wwid=None, force=False, ignore_errors=False, session_only=False,
+                 busy_check=None):
+        self.conn = conn
+        self.fs = conn.fs
+        self.runner = conn.runner
+        self.paths = paths
+        self.wwid = wwid
+        self.force = force
+        self.ignore_errors = ignore_errors
+        self.session_only = session_only
+        self.busy_check = busy_check or self._busy
+        self.problems = []
+        self.kept_at_logout = []
+
+    # -- helpers
+    def plan(self):
+        return plan_detach(self.fs, self.paths, iface=self.conn.iface, wwid=self.wwid,
+                           session_only=self.session_only, node_exists=self.conn.node_exists)
+
+    def _daemon_pid(self):
+        pid = self.fs.read(mp.PIDFILE)
+        return int(pid) if pid and pid.isdigit() else None
+
+    def _busy(self, dev):
+        try:
+            return idle.inspect(dev, use_fuser="never", fs=self.fs, runner=self.runner)["blockers"]
+        except BrickError:
+            return []
+
+    def _problem(self, exc):
+        if self.force or self.ignore_errors:
+            self.problems.append(str(exc))
+        else:
+            raise exc
+
+    def _refuse(self, r, blockers, plan):
+        what = "a path of map %s, which stays" % r.map.name if r in plan.paths_out else (
+            "outside any multipath map" if r.map is None else "a path of map %s" % r.map.name)
+        exc = DeviceBusy("%s (%s) is in use by %s; nothing was removed" % (
+            r.dev.dev, what, ", ".join(_blocker_str(b) for b in blockers)),
+            hint="unmount / close it first, or use force and accept data loss", blockers=blockers,
+            device=r.dev.dev)
+        if not self.force:
+            raise exc
+        self.problems.append(exc.msg.replace("nothing was removed", "force: going on, data may be lost"))
+
+    # -- verify
+    def verify(self, plan):
+        """Refuse, before anything is touched, what would harm a user of the volume."""
+        daemon = self._daemon_pid()
+        for r in plan.remove:
+            if not r.dev.name:
+                continue
+            allowed_holders = set([r.map.dm]) if r.map is not None else set()
+            if r.map is not None and r not in plan.paths_out:
+                # a path of a map that is flushed: the flush is its barrier and the kernel's in-use check;
+                # only something else stacked on the path itself would be harmed
+                others = [h for h in scsi.holders(self.fs, r.dev.name) if h not in allowed_holders]
+                if others:
+                    self._refuse(r, [{"kind": "holder", "device": r.dev.dev, "holder": h} for h in others], plan)
+                continue
+            blockers = []
+            for b in self.busy_check(r.dev.dev) or []:
+                if b.get("kind") == "holder" and b.get("holder") in allowed_holders:
+                    continue  # the map it is a path of: flushed, or left with multipathd del path
+                if b.get("kind") == "process" and daemon is not None and b.get("pid") == daemon:
+                    continue  # multipathd's path checker keeps every path open
+                blockers.append(b)
+            if blockers:
+                self._refuse(r, blockers, plan)
+        if plan.paths_out and not mp.daemon_running(self.fs, self.runner):
+            exc = DetachError("multipathd is not running: %s cannot be taken out of map(s) %s, which keep other "
+                              "paths; nothing was removed" % (", ".join(r.dev.dev for r in plan.paths_out),
+                                                               ", ".join(m.name for m, _s in plan.kept_maps)),
+                              hint="start multipathd (systemctl start multipathd), or use force: the kernel "
+                                   "then fails those paths in the map when they are deleted")
+            if not self.force:
+                raise exc
+            self.problems.append(str(exc).replace("nothing was removed", "force: deleting them anyway"))
+
+    # -- execute
+    def execute(self, plan):
+        """Carry out a verified plan.  Returns the result dict (``removed`` = the plan)."""
+        self._barriers(plan)
+        self._paths_out(plan)
+        gone = self._delete(plan)
+        self._drop_failed_maps(plan)
+        self._logout(plan)
+        self._nodes(plan)
+        removed_links = remove_stale_links(self.fs, plan)
+        leftovers = self.leftovers(plan)
+        removed = plan.to_dict()
+        removed["links"] = removed_links
+        if self.kept_at_logout:
+            removed["kept_sessions"] = removed["kept_sessions"] + self.kept_at_logout
+        out = {"changed": True, "removed": removed, "leftovers": leftovers, "problems": list(self.problems),
+               "deleted": gone}
+        if leftovers:
+            msg = "detach left %s" % "; ".join(leftovers)
+            if not self.ignore_errors:
+                raise DetachError(msg, hint="see the leftovers; re-run with force to clean up",
+                                  leftovers=leftovers, problems=list(self.problems), removed=removed)
+            self.conn.warnings.append(msg)
+        for p in self.problems:
+            self.conn.warnings.append(p)
+        return out
+
+    def _barriers(self, plan):
+        """Data barriers first: buffers of standalone devices, then the maps that lose every path."""
+        for r in plan.standalone():
+            if not r.dev.name:
+                continue
+            try:
+                mp.flush_buffers(self.runner, r.dev.dev)
+            except FlushError as e:
+                if not self.force:
+                    raise
+                self.problems.append(str(e) + " (force: going on, data may be lost)")
+        for m in plan.flush_maps:
+            try:
+                mp.flush(self.runner, m.name)
+            except FlushError as e:
+                blockers = []
+                if e.details.get("reason") == "in_use":
+                    blockers = self.busy_check(m.dev) or []
+                    if blockers:
+                        e.details["blockers"] = blockers
+                        e.msg += "; in use by: " + ", ".join(_blocker_str(b) for b in blockers)
+                if not self.force:
+                    raise
+                self._force_map(m, e, blockers)
+
+    def _force_map(self, m, err, blockers):
+        """``force`` on a map that could not be flushed: stop queueing first, so that I/O of whoever still
+        holds it fails instead of hanging forever once its last path is gone."""
+        queueing = mp.disable_queueing(self.fs, self.runner, m)
+        msg = "%s (force: going on" % err.msg
+        if blockers:
+            msg += "; still used by %s" % ", ".join(_blocker_str(b) for b in blockers)
+        msg += "; queueing disabled: I/O to %s now fails instead of hanging" % m.name if queueing else \
+            "; could not disable queueing of %s: I/O to it may hang" % m.name
+        self.problems.append(msg + "; data may be lost)")
+
+    def _paths_out(self, plan):
+        """Take paths out of maps that keep other paths (the map keeps serving I/O)."""
+        if not plan.paths_out:
+            return
+        for r in plan.paths_out:
+            mp.del_path(self.runner, r.dev.name)
+        left = mp.wait_paths_left(self.fs, [(r.map.dm, r.dev.name) for r in plan.paths_out], PATH_LEAVE_WAIT,
+                                  sleep=self.conn.sleep, clock=self.conn.clock)
+        if left:
+            self._problem(DetachError("%s did not leave its map within %ss" % (", ".join(left), PATH_LEAVE_WAIT),
+                                      hint="check multipathd (journalctl -u multipathd)"))
+
+    def _delete(self, plan):
+        """Delete every planned device at once and wait (bounded) for each to go, by identity."""
+        for r in plan.remove:
+            try:
+                self.fs.write("%s/delete" % r.dev.path, "1")
+            except (IOError, OSError) as e:
+                if self.fs.exists(r.dev.path):
+                    self._problem(DetachError("could not delete %s: %s" % (r.dev.dev or r.dev.hctl, e)))
+        left = scsi.wait_gone(self.fs, [r.ident for r in plan.remove], DELETE_WAIT, sleep=self.conn.sleep,
+                              clock=self.conn.clock)
+        if left:
+            self._problem(DetachError("devices still present after %ss: %s" % (DELETE_WAIT, ", ".join(
+                r.dev.dev or r.dev.hctl for r in plan.remove if r.ident in left))))
+        return [r.dev.dev for r in plan.remove if r.ident not in left and r.dev.dev]
+
+    def _drop_failed_maps(self, plan):
+        """A map whose flush failed under force: ask multipathd to drop it now that its paths are gone."""
+        for m in plan.flush_maps:
+            now = scsi.dm_map(self.fs, m.dm)
+            if now is not None and now.uuid == m.uuid:
+                mp.del_map(self.runner, m.name)
+
+    def _logout(self, plan):
+        """Log out each planned session, looking again right before: a LUN that appeared meanwhile keeps it."""
+        outs = []
+        threads = []
+
+        def one(s):
+            rest = scsi.session_devices(self.fs, s, with_details=False)
+            if rest:
+                self.kept_at_logout.append("%s %s (a device appeared before the logout: %s)" % (
+                    s.portal, s.iqn, ", ".join(d.dev or d.hctl for d in rest)))
+                outs.append((s, None))
+                return
+            outs.append((s, self.conn.iscsiadm_logout(s)))
+
+        for s in plan.logout:
+            t = threading.Thread(target=one, args=(s,))
+            t.daemon = True
+            threads.append(t)
+            t.start()
+        for t in threads:
+            t.join()
+        for s, r in outs:
+            if r is not None and r.rc not in (0, RC_NO_OBJS):
+                self._problem(DetachError("logout of session %d (%s) failed: %s" % (
+                    s.sid, s.portal, (r.stderr or r.stdout or "timeout").strip())))
+        kept = set(id(s) for s, r in outs if r is None)
+        plan.logout = [s for s in plan.logout if id(s) not in kept]
+
+    def _nodes(self, plan):
+        for p in plan.node_records:
+            if self.conn.sessions_for(p):
+                continue
+            self.conn.delete_node(p)
+
+    # -- what is left
+    def leftovers(self, plan):
+        fs = self.fs
+        left = []
+        sids = set(s.sid for s in scsi.iscsi_sessions(fs))
+        for s in plan.logout:
+            if s.sid in sids:
+                left.append("session %d to %s" % (s.sid, s.portal))
+        for r in plan.remove:
+            if fs.exists(r.ident):
+                left.append("device %s" % (r.dev.dev or r.dev.hctl))
+        for m in plan.flush_maps:
+            now = scsi.dm_map(fs, m.dm)
+            if now is not None and now.uuid == m.uuid:
+                left.append("multipath map %s (%s)" % (m.name, m.dev))
+        for link in stale_links(fs, plan):
+            left.append("link %s" % link)
+        return left
+
+
+# -- links ---------------------------------------------------------------------------------------------
+def _link_names(plan):
+    """Links that described what the plan removes: by-path names of each removed path (and its partitions),
+    by-id names of the volume's WWID when its map goes (or when it had no map)."""
+    bypath = []
+    for r in plan.remove:
+        addr = r.session.address
+        portal = "%s:%s" % (addr, r.session.port)
+        bypath.append(scsi.bypath_name(portal, r.session.iqn, r.dev.lun))
+    byid = []
+    w = plan.wwid
+    if w and (plan.flush_maps or not plan.kept_maps):
+        byid = ["scsi-%s" % w, "wwn-0x%s" % w[1:], "dm-uuid-mpath-%s" % w]
+        byid += ["dm-name-%s" % m.name for m in plan.flush_maps]
+    return bypath, byid
+
+
+def _bypath_valid(fs, link_name, target_name):
+    """A by-path link is valid when the device it resolves to is that path: same portal, IQN and LUN."""
+    info = scsi.parse_bypath(link_name)
+    if info is None or not target_name or not fs.exists("/sys/class/block/%s" % target_name):
+        return False
+    base = target_name
+    part = fs.read("/sys/class/block/%s/partition" % target_name)
+    if part:
+        base = scsi.parent_of_partition(fs, target_name) or target_name
+    real = fs.realpath("/sys/class/block/%s" % base)
+    for s in scsi.iscsi_sessions(fs):
+        if not real.startswith(s.path + "/"):
+            continue
+        d = [x for x in scsi.session_devices(fs, s, with_details=False) if x.name == base]
+        return bool(d) and d[0].lun == info["lun"] and (s.iqn or "") == info["iqn"] and \
+            address_key(s.address) == address_key(info["address"]) and int(s.port) == info["port"]
+    return False
+
+
+def _byid_valid(fs, link_name, target_name, wwid):
+    if not target_name or not fs.exists("/sys/class/block/%s" % target_name):
+        return False
+    if target_name.startswith("dm-"):
+        m = scsi.dm_map(fs, target_name)
+        return m is not None and (m.wwid == wwid or (m.uuid or "").endswith("mpath-" + wwid))
+    return scsi.udev_wwid(fs.read("/sys/class/block/%s/device/wwid" % target_name)) == wwid
+
+
+def stale_links(fs, plan):
+    """Links named for what the plan removed that are dangling or now point at another device."""
+    bypath, byid = _link_names(plan)
+    out = []
+    for e in fs.listdir(BY_PATH):
+        if not any(e == n or e.startswith(n + "-part") for n in bypath):
+            continue
+        link = "%s/%s" % (BY_PATH, e)
+        if not _bypath_valid(fs, e, fs.basename_of_link(link)):
+            out.append(link)
+    for e in fs.listdir(BY_ID):
+        if not any(e == n or e.startswith(n + "-part") for n in byid):
+            continue
+        link = "%s/%s" % (BY_ID, e)
+        if not _byid_valid(fs, e, fs.basename_of_link(link), plan.wwid):
+            out.append(link)
+    return out
+
+
+def remove_stale_links(fs, plan):
+    removed = []
+    for link in stale_links(fs, plan):
+        try:
+            if fs.unlink(link):
+                removed.append(link)
+        except (IOError, OSError):
+            pass
+    return removed
+
+
+__all__ = ["DetachPlan", "Detacher", "plan_detach", "session_matches", "stale_links", "VolumeMismatch"]
