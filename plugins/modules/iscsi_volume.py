@@ -65,11 +65,31 @@ options:
     elements: str
     aliases: [target_iqn, target_iqns]
   lun:
-    description: LUN number, or one per portal in the same order. LUNs above 255 are supported.
+    description:
+      - LUN number, or one per portal in the same order. LUNs above 255 are supported.
+      - Defaults to V([0]). Not allowed with O(session_only=true).
     type: list
     elements: int
-    default: [0]
     aliases: [luns, target_lun]
+  wwid:
+    description:
+      - The WWID the volume must have, as udev and multipath show it (C(3600140...)), in the sysfs form
+        (C(naa.600140...)) or as a WWN (C(0x600140...)).
+      - With O(state=present), every path device must report it (existing paths are rescanned first, so a LUN
+        number the array reused for another volume is noticed); a device that reports another WWID is never
+        returned and the module fails with both WWIDs, touching nothing of the other volume.
+      - With O(state=absent), only the paths (and the map) of this WWID are removed; devices at the same
+        LUN that report another WWID are kept and listed in RV(removed.kept_devices).
+      - Without it, the paths of the volume must agree on one WWID, else the module fails (it never picks one).
+    type: str
+    aliases: [wwn]
+  session_only:
+    description:
+      - With O(state=absent), log out the sessions of the portals and IQN only if they carry no SCSI device at
+        all (checked again under the target lock, right before each logout), and delete their node records.
+        No LUN is touched. This is how the orphan audit cleans up a session without LUN.
+    type: bool
+    default: false
   multipath:
     description:
       - V(auto) logs in to every portal and returns the dm-multipath map when multipathd runs, a single path
@@ -134,8 +154,13 @@ options:
     default: automatic
   force:
     description:
-      - With O(state=absent), go on when the flush fails or the device is in use, and remove everything.
-      - B(Data written to the volume and not yet on the target may be lost.)
+      - With O(state=absent), go on when a device is in use or a flush fails, and remove every path, session
+        and record of the volume.
+      - B(Data written to the volume and not yet on the target may be lost.) A multipath map that is still open
+        (mounted, held by a process) cannot be removed: its queueing is disabled first
+        (C(multipathd disablequeueing map)), so that I/O of whoever holds it fails at once instead of hanging
+        forever once its last path is gone; the map is reported as a leftover (with its holders) until it is
+        closed. See docs/detach.md.
     type: bool
     default: false
   ignore_errors:
@@ -144,6 +169,11 @@ options:
     default: false
 notes:
   - Secrets are never logged, returned or shown in warnings and errors.
+  - Portals may be host names: they are resolved (every address) before anything runs, because the kernel shows
+    sessions with numeric addresses only. A new login uses the first address; a session on any address of the
+    name belongs to the portal.
+  - One attach or detach per target at a time: the IQNs are resolved first (discovery), then every target IQN
+    involved is locked, in sorted order.
   - Node DB writes are serialised host-wide, as open-iscsi's DB fails with parallel writers.
 seealso:
   - module: brick.storage.multipath_flush
@@ -178,6 +208,24 @@ EXAMPLES = r"""
     portals: [127.0.0.1:3260, 127.0.0.2:3260]
     iqn: iqn.2003-01.org.linux-iscsi.lab:target1
     lun: 0
+
+- name: Detach only the paths of one volume (the array may have reused its LUN number)
+  brick.storage.iscsi_volume:
+    state: absent
+    portals: [127.0.0.1:3260, 127.0.0.2:3260]
+    iqn: iqn.2003-01.org.linux-iscsi.lab:target1
+    lun: 0
+    wwid: "{{ vol.wwid }}"
+  when: vol.wwid is defined
+
+- name: Take one portal's path out of a multipath map (the map keeps serving I/O on the other)
+  brick.storage.iscsi_volume:
+    state: absent
+    portals: [127.0.0.2:3260]
+    iqn: iqn.2003-01.org.linux-iscsi.lab:target1
+    lun: 0
+    wwid: "{{ vol.wwid }}"
+  when: vol.wwid is defined
 """
 
 RETURN = r"""
@@ -279,9 +327,46 @@ failed_paths:
       description: Why the path failed.
       type: str
 removed:
-  description: What the detach removed (or would remove in check mode).
+  description:
+    - The detach plan, carried out (or, in check mode, what would be done) - what is removed, what is kept and why.
   returned: state=absent
   type: dict
+  contains:
+    wwid:
+      description: The WWID of the volume that was detached.
+      type: str
+    maps:
+      description: Multipath maps flushed and removed (every path of them went).
+      type: list
+      elements: str
+    devices:
+      description: SCSI path devices deleted.
+      type: list
+      elements: str
+    paths_out_of_map:
+      description: Paths taken out of a map that keeps its other paths (C(multipathd del path)).
+      type: list
+      elements: str
+    logout:
+      description: Sessions logged out (they carried nothing else).
+      type: list
+      elements: str
+    node_records:
+      description: Node records deleted.
+      type: list
+      elements: str
+    kept_maps:
+      description: Maps that stay, with the paths that stay in them.
+      type: list
+      elements: str
+    kept_devices:
+      description: Devices at the same LUN that were kept, and why (another WWID, a path of another map).
+      type: list
+      elements: str
+    kept_sessions:
+      description: Sessions that stay, and why (other LUNs on them).
+      type: list
+      elements: str
 leftovers:
   description: What of the volume is still present after the detach (empty on success).
   returned: state=absent and something was detached
@@ -325,12 +410,36 @@ def _fail(module, runner, e):
     module.fail_json(**res)
 
 
+def _discover(module, conn, paths, p):
+    """Resolve the target IQN(s) by SendTargets discovery (before any lock: it stores nothing)."""
+    if not p["iqn"]:
+        found = conn.discover(paths[0].portal)
+        iqns = sorted(set(i for _addr, i in found))
+        if len(iqns) != 1:
+            module.fail_json(msg="discovery on %s found %d targets (%s): give iqn" % (
+                paths[0].portal, len(iqns), ", ".join(iqns) or "none"), commands=len(conn.runner.history))
+        portals = [str(paths[0].portal)]
+        if p["discover"] == "always" and p["multipath"] != "off":
+            portals = [a for a, i in found if i == iqns[0]]
+        return iscsi.build_paths(portals, iqns, [paths[0].lun])
+    if p["discover"] == "always" and p["multipath"] != "off":
+        from ansible_collections.brick.storage.plugins.module_utils.connector import validate
+        found = conn.discover(paths[0].portal)
+        extra = [a for a, i in found if i == paths[0].iqn]
+        known = [x.portal for x in paths]
+        portals = [str(x.portal) for x in paths] + [a for a in extra if validate.portal(a) not in known]
+        return iscsi.build_paths(portals, [paths[0].iqn], [paths[0].lun])
+    return paths
+
+
 def main():
     spec = dict(
         state=dict(type="str", choices=["present", "absent"], default="present"),
         portals=dict(type="list", elements="str", aliases=["portal"]),
         iqn=dict(type="list", elements="str", aliases=["target_iqn", "target_iqns"]),
-        lun=dict(type="list", elements="int", default=[0], aliases=["luns", "target_lun"]),
+        lun=dict(type="list", elements="int", aliases=["luns", "target_lun"]),
+        wwid=dict(type="str", aliases=["wwn"]),
+        session_only=dict(type="bool", default=False),
         multipath=dict(type="str", choices=["auto", "required", "off"], default="auto"),
         discover=dict(type="str", choices=["auto", "always"], default="auto"),
         chap_username=dict(type="str"),
@@ -355,7 +464,8 @@ def main():
     runner = None
     try:
         from ansible_collections.brick.storage.plugins.module_utils.connector import validate
-        from ansible_collections.brick.storage.plugins.module_utils.connector.lock import HostLock, parse_lock_timeout, target_lock_name
+        from ansible_collections.brick.storage.plugins.module_utils.connector.lock import (
+            HostLock, LockSet, parse_lock_timeout, target_lock_name)
         # -- all input checks before any command runs
         auth = iscsi.Auth(p["chap_username"], p["chap_password"], p["chap_username_in"], p["chap_password_in"],
                           p["discovery_chap_username"], p["discovery_chap_password"])
@@ -363,24 +473,33 @@ def main():
         if p["login_timeout"] < 1 or p["login_retries"] < 0 or p["device_wait_timeout"] <= 0:
             module.fail_json(msg="login_timeout must be >= 1, login_retries >= 0 and device_wait_timeout > 0")
         lock_timeout = parse_lock_timeout(p["lock_timeout"])
+        wwid = validate.wwid(p["wwid"]) if p["wwid"] is not None else None
+        if p["session_only"] and p["state"] != "absent":
+            module.fail_json(msg="session_only is a logout: it needs state=absent")
+        if p["session_only"] and (p["lun"] is not None or p["wwid"] is not None):
+            module.fail_json(msg="session_only touches no LUN: do not give lun or wwid with it")
         if p["state"] == "present" and not p["portals"]:
             module.fail_json(msg="state=present needs at least one portal")
         if not p["iqn"] and not p["portals"]:
             module.fail_json(msg="give the target IQN, portals, or both")
-        paths = iscsi.build_paths(p["portals"], p["iqn"] or ["iqn.2000-01.invalid.placeholder"], p["lun"])
         if not p["iqn"] and p["state"] == "absent":
-            module.fail_json(msg="state=absent needs the target IQN")
+            module.fail_json(msg="state=absent needs the target IQN (a detach never runs a discovery)")
+        luns = p["lun"] if p["lun"] is not None else (None if p["session_only"] else [0])
+        if p["iqn"]:
+            paths = iscsi.build_paths(p["portals"], p["iqn"], luns, session_only=p["session_only"])
+        else:  # the portals alone are checked now; the IQN comes from the discovery
+            first = iscsi.check_portals(p["portals"])[0]
+            paths = [iscsi.Path(first[0], None, validate.lun((luns or [0])[0]), aliases=first[1:])]
         runner = Runner()
         fs = HostFS()
         conn = iscsi.Connector(fs, runner, iface=p["iface"], login_timeout=p["login_timeout"],
                                login_retries=p["login_retries"], device_wait=p["device_wait_timeout"],
                                multipath=p["multipath"], multipath_wait=p["multipath_wait_timeout"],
-                               auth=auth, startup=p["startup"])
-        # -- fast path: nothing to do is decided from sysfs, without lock and without commands
+                               auth=auth, startup=p["startup"], wwid=wwid)
+        # -- fast path: nothing to do is decided from sysfs (and a rescan of the paths), without lock or command
         if p["state"] == "present" and p["iqn"]:
-            have = conn._attached(paths)
-            if have is not None:
-                res = conn._describe(paths, have[0], have[1], changed=False)
+            res = conn.attached_result(paths, check_mode=module.check_mode)
+            if res is not None:
                 _warn(module, conn.warnings)
                 module.exit_json(commands=len(runner.history), **res)
         if module.check_mode:
@@ -388,41 +507,23 @@ def main():
                 module.exit_json(changed=True, msg="would discover the target on %s and attach it" % paths[0].portal,
                                  commands=0)
             res = conn.connect(paths, check_mode=True) if p["state"] == "present" else \
-                conn.disconnect(paths, check_mode=True)
+                conn.disconnect(paths, check_mode=True, session_only=p["session_only"])
             module.exit_json(commands=len(runner.history), **res)
-        # One attach/detach per target at a time; open-iscsi's node DB (shared by every target)
-        # is written under a host-wide lock, held only for each write.
-        info = "brick.storage.iscsi_volume state=%s %s" % (p["state"], paths[0].iqn)
-        lock = HostLock(target_lock_name(paths[0].iqn if p["iqn"] else str(paths[0].portal)),
-                        lock_dir=p["lock_dir"], timeout=lock_timeout, info=info)
+        if p["state"] == "present":
+            paths = _discover(module, conn, paths, p)
+        # Every target involved is locked (sorted: no deadlock between callers); open-iscsi's node DB,
+        # shared by all targets, is written under a host-wide lock held only for each write.
+        iqns = sorted(set(x.iqn.lower() for x in paths))
+        info = "brick.storage.iscsi_volume state=%s %s" % (p["state"], " ".join(iqns))
+        lock = LockSet([target_lock_name(i) for i in iqns], lock_dir=p["lock_dir"], timeout=lock_timeout, info=info)
         conn.node_lock = HostLock("iscsi-node-db", lock_dir=p["lock_dir"], timeout=lock_timeout, info=info)
         waited = lock.acquire()
         try:
-            if not p["iqn"]:
-                found = conn.discover(paths[0].portal)
-                iqns = sorted(set(i for _addr, i in found))
-                if len(iqns) != 1:
-                    module.fail_json(msg="discovery on %s found %d targets (%s): give iqn" % (
-                        paths[0].portal, len(iqns), ", ".join(iqns) or "none"), commands=len(runner.history))
-                portals = [str(paths[0].portal)]
-                if p["discover"] == "always" and p["multipath"] != "off":
-                    portals = [a for a, i in found if i == iqns[0]]
-                paths = iscsi.build_paths(portals, iqns, [paths[0].lun])
-            elif p["discover"] == "always" and p["multipath"] != "off":
-                found = conn.discover(paths[0].portal)
-                extra = [a for a, i in found if i == paths[0].iqn]
-                portals = [str(x.portal) for x in paths] + [a for a in extra if validate.portal(a) not in [x.portal for x in paths]]
-                paths = iscsi.build_paths(portals, [paths[0].iqn], [paths[0].lun])
             if p["state"] == "present":
                 res = conn.connect(paths)
             else:
-                def busy(dev):
-                    from ansible_collections.brick.storage.plugins.module_utils.connector import idle
-                    try:
-                        return idle.inspect(dev, use_fuser="never", fs=fs, runner=runner)["blockers"]
-                    except BrickError:
-                        return []
-                res = conn.disconnect(paths, force=p["force"], ignore_errors=p["ignore_errors"], busy_check=busy)
+                res = conn.disconnect(paths, force=p["force"], ignore_errors=p["ignore_errors"],
+                                      session_only=p["session_only"])
         finally:
             lock.release()
         _warn(module, conn.warnings)

@@ -17,6 +17,8 @@ description:
   - Refuses a map that is in use (stacked devices such as kpartx partitions or LVM, mounts, processes holding it
     open) unless O(force=true), and names what uses it.
   - Retries with exponential backoff; every attempt is bounded by O(timeout). Reports the attempts and the time taken.
+  - Takes the target lock of every iSCSI target whose sessions carry a path of the map (the same locks as
+    M(brick.storage.iscsi_volume)), in sorted order, and looks at the map again under them before flushing.
   - The SCSI path devices under the map are left in place (use M(brick.storage.iscsi_volume) with
     O(brick.storage.iscsi_volume#module:state=absent) to detach a volume completely).
 author:
@@ -42,6 +44,13 @@ options:
     type: str
     required: true
     aliases: [name, device]
+  wwid:
+    description:
+      - The WWID the map must serve (C(3600140...), C(naa.600140...) or C(0x600140...)). When the map found
+        through O(map) serves another WWID (a C(/dev/dm-N) number that now belongs to another volume, say), the
+        module fails and flushes nothing.
+    type: str
+    aliases: [wwn]
   force:
     description: Try the flush even when the map is in use (the kernel still refuses while it is open).
     type: bool
@@ -67,9 +76,10 @@ EXAMPLES = r"""
   register: flushed
   when: false  # replace with your WWID
 
-- name: Flush the map behind a device path, with a patient lock
+- name: Flush the map behind a device path, with a patient lock, only if it is still that volume's map
   brick.storage.multipath_flush:
     map: /dev/dm-0
+    wwid: 36001405f3a2b4c5d6e7f8091a2b3c4d5
     lock_timeout: patient
   when: false  # replace with your map
 """
@@ -112,10 +122,29 @@ from ansible_collections.brick.storage.plugins.module_utils.connector.runner imp
 from ansible_collections.brick.storage.plugins.module_utils.connector import scsi
 
 
+def _target_iqns(fs, m):
+    """IQNs of the iSCSI sessions that carry a path of map ``m`` (sysfs only)."""
+    iqns = set()
+    for s in scsi.iscsi_sessions(fs):
+        for d in scsi.session_devices(fs, s, with_details=False):
+            if d.name in m.slaves:
+                iqns.add((s.iqn or "").lower())
+    return sorted(i for i in iqns if i)
+
+
+def _find(module, fs, ref, wwid):
+    m = scsi.find_map(fs, ref)
+    if m is not None and wwid and m.wwid != wwid:
+        module.fail_json(msg="map %s (%s) serves WWID %s, not %s; nothing was flushed" % (m.name, m.dev, m.wwid, wwid),
+                         map=m.name, dm=m.dm, map_wwid=m.wwid, expected_wwid=wwid)
+    return m
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             map=dict(type="str", required=True, aliases=["name", "device"]),
+            wwid=dict(type="str", aliases=["wwn"]),
             force=dict(type="bool", default=False),
             retries=dict(type="int", default=2),
             delay=dict(type="float", default=1),
@@ -129,32 +158,45 @@ def main():
     runner = Runner()
     try:
         from ansible_collections.brick.storage.plugins.module_utils.connector import validate, multipath as mp, idle
-        from ansible_collections.brick.storage.plugins.module_utils.connector.lock import HostLock, parse_lock_timeout
+        from ansible_collections.brick.storage.plugins.module_utils.connector.lock import (
+            LockSet, parse_lock_timeout, target_lock_name, HOST_LOCK)
         ref = p["map"]
         if ref.startswith("/"):
             validate.device_path(ref, "map")
         else:
             validate.name(ref, "map")
+        wwid = validate.wwid(p["wwid"]) if p["wwid"] is not None else None
         if p["retries"] < 0 or p["delay"] < 0 or p["timeout"] <= 0:
             module.fail_json(msg="retries and delay must be >= 0 and timeout > 0")
         lock_timeout = parse_lock_timeout(p["lock_timeout"])
         fs = HostFS()
-        m = scsi.find_map(fs, ref)
+        m = _find(module, fs, ref, wwid)
         if m is None:
             module.exit_json(changed=False, map=None, msg="no multipath map matches %s" % ref)
-        info = idle.inspect(m.dev, use_fuser="never", fs=fs, runner=runner)
-        blockers = info["blockers"]
-        if blockers and not p["force"]:
-            module.fail_json(msg="map %s (%s) is in use: %s; nothing was flushed" % (
-                m.name, m.dev, "; ".join(idle.describe(b) for b in blockers)),
-                map=m.name, dm=m.dm, blockers=blockers)
         if module.check_mode:
+            info = idle.inspect(m.dev, use_fuser="never", fs=fs, runner=runner)
+            blockers = info["blockers"]
+            if blockers and not p["force"]:
+                module.fail_json(msg="map %s (%s) is in use: %s; nothing was flushed" % (
+                    m.name, m.dev, "; ".join(idle.describe(b) for b in blockers)),
+                    map=m.name, dm=m.dm, blockers=blockers)
             module.exit_json(changed=True, map=m.name, dm=m.dm, blockers=blockers,
                              msg="would flush %s" % m.name)
-        lock = HostLock("host", lock_dir=p["lock_dir"], timeout=lock_timeout,
-                        info="brick.storage.multipath_flush %s" % m.name)
+        # the same locks as an attach/detach of the targets behind the map, then a fresh look at it
+        names = [target_lock_name(i) for i in _target_iqns(fs, m)] or [HOST_LOCK]
+        lock = LockSet(names, lock_dir=p["lock_dir"], timeout=lock_timeout,
+                       info="brick.storage.multipath_flush %s" % m.name)
         waited = lock.acquire()
         try:
+            m = _find(module, fs, ref, wwid)
+            if m is None:
+                module.exit_json(changed=False, map=None, lock_wait=round(waited, 3),
+                                 msg="no multipath map matches %s (it went while waiting for the lock)" % ref)
+            blockers = idle.inspect(m.dev, use_fuser="never", fs=fs, runner=runner)["blockers"]
+            if blockers and not p["force"]:
+                module.fail_json(msg="map %s (%s) is in use: %s; nothing was flushed" % (
+                    m.name, m.dev, "; ".join(idle.describe(b) for b in blockers)),
+                    map=m.name, dm=m.dm, blockers=blockers, lock_wait=round(waited, 3))
             t0 = time.monotonic()
             res = mp.flush(runner, m.name, retries=p["retries"], delay=p["delay"], timeout=p["timeout"])
             elapsed = time.monotonic() - t0

@@ -117,3 +117,70 @@ def test_discovery_when_iqn_is_not_given(mod, host, run_module):
     assert not failed, res
     assert sorted(s["portal"] for s in res["sessions"]) == [P1, P2]
     assert res["multipath"] is True
+
+
+# -- issue 13: identity, lock scope, session-only logout, host names --------------------------------------
+def test_discovery_based_attach_locks_the_target_not_the_portal(mod, host, run_module):
+    """The IQN is resolved first, then the target is locked: a detach of the same target (which holds the
+    target lock) must keep a discovery-based attach out."""
+    from connector.lock import HostLock, target_lock_name
+    host.add_target(IQN, portals=[P1], luns={0: 64, 1: 64})
+    held = HostLock(target_lock_name(IQN), lock_dir=host.lock_dir, timeout=0, info="a detach of LUN 0")
+    held.acquire()
+    try:
+        failed, res = run_module(mod, {"portals": [P1], "lun": [1], "lock_dir": host.lock_dir, "lock_timeout": 0,
+                                       "multipath": "off", "device_wait_timeout": 3})
+    finally:
+        held.release()
+    assert failed and "lock" in res["msg"].lower(), res
+    assert host.disks() == {}
+
+
+def test_every_target_of_a_volume_is_locked(mod, host, run_module):
+    from connector.lock import HostLock, target_lock_name
+    iqn2 = "iqn.2003-01.org.example.array:vol1-b"
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    host.add_target(iqn2, portals=[P2], luns={0: 64})
+    held = HostLock(target_lock_name(iqn2), lock_dir=host.lock_dir, timeout=0)
+    held.acquire()
+    try:
+        failed, res = run_module(mod, args(host, iqn=[IQN, iqn2], lock_timeout=0, multipath="off"))
+    finally:
+        held.release()
+    assert failed and "lock" in res["msg"].lower(), res
+
+
+def test_session_only_through_the_module(mod, host, run_module):
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    before = host.snapshot()
+    host.login(IQN, P1, scan="manual")
+    failed, res = run_module(mod, {"state": "absent", "portals": [P1], "iqn": [IQN], "session_only": True,
+                                   "lock_dir": host.lock_dir})
+    assert not failed and res["changed"] and host.sessions(IQN) == []
+    assert host.snapshot() == before
+    failed, res = run_module(mod, {"state": "absent", "portals": [P1], "iqn": [IQN], "session_only": True,
+                                   "lun": [0], "lock_dir": host.lock_dir})
+    assert failed and "session_only touches no LUN" in res["msg"]
+
+
+def test_wwid_through_the_module(mod, host, run_module):
+    t = host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    w = t["luns"][0]["wwid"]
+    failed, res = run_module(mod, args(host, wwid=t["luns"][0]["sysfs_wwid"]))
+    assert not failed and res["wwid"] == w
+    snap = host.snapshot()
+    failed, res = run_module(mod, args(host, wwid="36001405" + "9" * 25))
+    assert failed and w in res["msg"] and res["wwids"], res
+    assert host.snapshot() == snap
+    failed, res = run_module(mod, args(host, state="absent", portals=[P2], wwid=w))
+    assert not failed and res["removed"]["paths_out_of_map"] and res["removed"]["maps"] == []
+    assert [s["portal"] for s in host.sessions(IQN)] == [P1]
+
+
+def test_a_portal_host_name_is_resolved(mod, host, run_module):
+    host.add_target(IQN, portals=["127.0.0.1:3260"], luns={0: 64})
+    failed, res = run_module(mod, args(host, portals=["127.0.0.1"], multipath="off"))
+    assert not failed, res
+    failed, res = run_module(mod, args(host, state="absent", portals=["localhost:3260"], multipath="off"))
+    assert not failed and res["changed"] and res["leftovers"] == [], res
+    assert host.sessions(IQN) == []
