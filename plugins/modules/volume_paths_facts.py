@@ -20,8 +20,10 @@ description:
     (nothing of the volume is left).
   - With O(gather_orphans=true) (the default) it lists orphans, each with a kind and a reason. V(dangling_link) is
     a by-path or by-id link whose target is gone. V(device_without_session) is a SCSI disk whose iSCSI session
-    is gone. V(device_on_failed_session) is a disk whose session is FAILED or whose device state is
-    C(offline)/C(transport-offline). V(map_without_working_path) is a multipath map with no path in a working
+    is gone. V(device_on_failed_session) is a disk whose session is FREE (the kernel gave up recovering it) or
+    whose device state is C(offline)/C(transport-offline). A session that is FAILED (the initiator is still recovering it, within
+    its recovery timeout) is not an orphan; its paths are listed in RV(ansible_facts.volume_paths.degraded).
+    V(map_without_working_path) is a multipath map with no path in a working
     state. V(session_without_lun) is a session that carries no SCSI disk. V(unexpected_lun) is a LUN that is not
     in O(expected), when O(expected) is given.
   - It also returns a cleanup plan that the C(brick.storage.orphan_audit) role carries out with the collection's
@@ -41,7 +43,7 @@ options:
       portals:
         description:
           - Portals of the volume as C(address:port), C(address) (port 3260) or C([IPv6]:port).
-          - Give addresses as the sessions use them; host names are not resolved.
+          - A host name is resolved (every address of it): the kernel shows sessions with numeric addresses.
         type: list
         elements: str
         required: true
@@ -54,6 +56,12 @@ options:
         description: LUN number of the volume.
         type: int
         required: true
+      wwid:
+        description:
+          - WWID of the volume (C(3600140...), C(naa.600140...) or C(0x600140...)). Devices at the same portal,
+            IQN and LUN that serve another WWID (the array reused the LUN number) are not counted as paths of
+            the volume; they are listed in C(foreign_devices).
+        type: str
   expected:
     description:
       - The LUNs this host is meant to have. When given, every iSCSI LUN path that matches none of the entries is
@@ -227,6 +235,11 @@ ansible_facts:
             per_portal: {description: "For each portal: sessions, devices, links and whether a working path exists.", type: list, elements: dict}
             missing_portals: {description: Portals without a working path., type: list, elements: str}
             exists: {description: "Whether any device, link or map of the volume exists.", type: bool}
+            foreign_devices:
+              description: "Devices at the volume's portals, IQN and LUN that serve another WWID than
+                O(volume.wwid) (C(device), C(hctl), C(portal), C(wwid), C(map), C(serves)): not the volume's paths."
+              type: list
+              elements: dict
             leftovers: {description: "Everything of the volume still present, for a detach check: devices, links,
                        maps and sessions with no disk.", type: list, elements: str}
         orphans:
@@ -237,17 +250,26 @@ ansible_facts:
           elements: dict
           sample:
             - kind: device_on_failed_session
-              reason: "/dev/sdc (3:0:0:0): session 2 to 10.0.0.2:3260 is FAILED"
+              reason: "/dev/sdc (3:0:0:0): session 2 to 10.0.0.2:3260 is FREE"
               device: /dev/sdc
               hctl: "3:0:0:0"
               sid: 2
               portal: 10.0.0.2:3260
               iqn: iqn.2003-01.org.linux-iscsi.lab:target1
               lun: 0
+        degraded:
+          description:
+            - Paths whose session is FAILED, that is still inside its recovery window (the path may come back on
+              its own). Not orphans, never cleaned up; same fields as RV(ansible_facts.volume_paths.orphans).
+          returned: when O(gather_orphans=true)
+          type: list
+          elements: dict
         cleanup:
           description:
-            - Ordered actions that would remove the orphans. C(action) is V(multipath_flush) (with C(map)),
-              V(iscsi_volume) (with C(portals), C(iqn) and C(lun); C(lun) is null for a session without LUN),
+            - Ordered actions that would remove the orphans. C(action) is V(multipath_flush) (with C(map) and its
+              C(wwid)), V(iscsi_volume) (with C(portals), C(iqn), C(lun) and the C(wwid) the paths serve, so that a
+              dead path of a map that keeps a working path is taken out of the map and the map is never flushed;
+              a session without LUN gets C(session_only=true) and a null C(lun)),
               V(file) (with C(path)) or V(manual) (no safe automatic action). Each names the orphan C(kinds) and a
               C(reason).
           returned: when O(gather_orphans=true)
@@ -276,6 +298,7 @@ def main():
                 portals=dict(type="list", elements="str", required=True, aliases=["portal"]),
                 iqn=dict(type="str", required=True),
                 lun=dict(type="int", required=True),
+                wwid=dict(type="str"),
             )),
             expected=dict(type="list", elements="raw"),
             gather_orphans=dict(type="bool", default=True),

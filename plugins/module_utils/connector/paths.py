@@ -39,13 +39,15 @@ DEAD_DEVICE_STATES = ("offline", "transport-offline")
 FAILED_DEVICE_STATES = ("offline", "transport-offline", "blocked")
 SESSION_OK = "LOGGED_IN"
 SESSION_FAILED = "FAILED"
-# FAILED while the initiator recovers, FREE once recovery_tmo has expired (seen on the lab's real kernel with a
-# black-holed portal): both are a session that exists but carries no working path.
-SESSION_FAILED_STATES = (SESSION_FAILED, "FREE")
+SESSION_FREE = "FREE"
+# FAILED while the initiator recovers (its devices are "blocked": I/O waits, the path may come back within
+# recovery_tmo), FREE once recovery_tmo has expired (devices "transport-offline": I/O fails).  Both carry no
+# working path; only FREE is an orphan to clean up, FAILED is reported as degraded.
+SESSION_FAILED_STATES = (SESSION_FAILED, SESSION_FREE)
+SESSION_RECOVERING = (SESSION_FAILED,)
 
 _SD_DISK = re.compile(r"^sd[a-z]+$")
 _SESSION_IN_PATH = re.compile(r"^(?P<dir>.*/session(?P<sid>\d+))/")
-_WWID_CHARS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 
 
 # -- input normalisation (shared with the module: bad input fails before anything is read) -------
@@ -55,10 +57,10 @@ def normalize_volume(volume):
         return None
     if not isinstance(volume, dict):
         raise InvalidInput("volume must be a dictionary with portals, iqn and lun")
-    unknown = sorted(set(volume) - set(("portals", "portal", "iqn", "lun")))
+    unknown = sorted(set(volume) - set(("portals", "portal", "iqn", "lun", "wwid")))
     if unknown:
         raise InvalidInput("volume has unknown key(s): %s" % ", ".join(unknown),
-                           hint="use portals (list), iqn and lun")
+                           hint="use portals (list), iqn, lun and optionally wwid")
     portals = volume.get("portals")
     if portals is None and volume.get("portal") is not None:
         portals = [volume["portal"]]
@@ -67,24 +69,24 @@ def normalize_volume(volume):
     if not portals or not isinstance(portals, (list, tuple)):
         raise InvalidInput("volume.portals is empty", hint="give at least one portal, e.g. 10.0.0.1:3260")
     out = []
+    aliases = {}
     for i, p in enumerate(portals):
-        pv = p if isinstance(p, validate.Portal) else validate.portal(p, "volume.portals[%d]" % i)
-        if pv not in out:
-            out.append(pv)
+        what = "volume.portals[%d]" % i
+        pv = p if isinstance(p, validate.Portal) else validate.portal(p, what)
+        addrs = validate.resolve_portal(pv, what)  # a host name: every address of it (sysfs shows numbers)
+        if addrs[0] not in out:
+            out.append(addrs[0])
+            aliases[str(addrs[0])] = addrs[1:]
     if volume.get("lun") is None:
         raise InvalidInput("volume.lun is missing")
-    return {"portals": out, "iqn": validate.iqn(volume.get("iqn"), "volume.iqn"),
-            "lun": validate.lun(volume.get("lun"), "volume.lun")}
+    wwid = volume.get("wwid")
+    return {"portals": out, "aliases": aliases, "iqn": validate.iqn(volume.get("iqn"), "volume.iqn"),
+            "lun": validate.lun(volume.get("lun"), "volume.lun"),
+            "wwid": validate.wwid(wwid, "volume.wwid") if wwid not in (None, "") else None}
 
 
 def _norm_wwid(value, what):
-    v = value.strip() if isinstance(value, str) else ""
-    if not v or not _WWID_CHARS.match(v) or len(v) > 256:
-        raise InvalidInput("%s '%s' is not a WWID" % (what, value),
-                           hint="use the multipath WWID (3600140...) or the sysfs form (naa.600140...)")
-    if "." in v:  # sysfs form naa./eui./t10.
-        v = udev_wwid(v)
-    return v.lower()
+    return validate.wwid(value, what)
 
 
 def normalize_expected(expected):
@@ -271,7 +273,8 @@ def gather(fs, volume=None, expected=None, orphans=True):
     if orphans:
         found = _orphans(sess_rows, luns, luns_of_sid, map_rows, bypath, byid, exp)
         out["orphans"] = found
-        out["cleanup"] = cleanup_plan(found)
+        out["degraded"] = _degraded(sess_rows, luns, map_rows)
+        out["cleanup"] = cleanup_plan(found, map_rows)
     out["summary"] = summarize(out)
     return out
 
@@ -324,6 +327,12 @@ def _volume(vol, sess_rows, luns, luns_of_sid, map_rows, bypath):
     iqn_l = vol["iqn"].lower()
     lun = vol["lun"]
     wanted = dict((_portal_key(p.host, p.port), p) for p in vol["portals"])
+    for p in vol["portals"]:
+        for a in (vol.get("aliases") or {}).get(str(p), ()):
+            wanted.setdefault(_portal_key(a.host, a.port), p)
+    want_wwid = vol.get("wwid")
+    map_wwid = dict((m["name"], m["wwid"]) for m in map_rows)
+    foreign = []
     per_portal = dict((str(p), {"portal": str(p), "sessions": [], "devices": [], "links": [],
                                 "active": False}) for p in vol["portals"])
 
@@ -347,6 +356,12 @@ def _volume(vol, sess_rows, luns, luns_of_sid, map_rows, bypath):
         key = _row_portal_key(r)
         if key not in wanted:
             continue
+        serves = map_wwid.get(r["map"]) if r["map"] else r["wwid"]
+        if want_wwid and serves != want_wwid:
+            # the array reused this LUN number for another volume (or the path is in another volume's map)
+            foreign.append({"device": r["device"], "hctl": r["hctl"], "portal": r["portal"], "wwid": r["wwid"],
+                            "map": r["map"], "serves": serves})
+            continue
         devices.append({"device": r["device"], "hctl": r["hctl"], "portal": r["portal"], "sid": r["sid"],
                         "state": r["state"], "path_state": r["path_state"], "wwid": r["wwid"],
                         "map": r["map"]})
@@ -362,6 +377,8 @@ def _volume(vol, sess_rows, luns, luns_of_sid, map_rows, bypath):
         key = _portal_key(p["address"], p["port"])
         if key not in wanted:
             continue
+        if alive and foreign and target in ["/dev/" + (f["device"] or "")[5:] for f in foreign]:
+            continue  # the link is right, but the device behind it is another volume now
         if alive:
             paths.append(link)
             per_portal[str(wanted[key])]["links"].append(link)
@@ -369,6 +386,8 @@ def _volume(vol, sess_rows, luns, luns_of_sid, map_rows, bypath):
             dangling.append(link)
 
     wwids = sorted(set(d["wwid"] for d in devices if d["wwid"]))
+    if want_wwid:
+        wwids = [want_wwid]
     map_names = set(d["map"] for d in devices if d["map"])
     vmaps = [m for m in map_rows if m["name"] in map_names or (m["wwid"] and m["wwid"] in wwids)]
     m0 = vmaps[0] if vmaps else None
@@ -385,6 +404,7 @@ def _volume(vol, sess_rows, luns, luns_of_sid, map_rows, bypath):
             "per_portal": [per_portal[str(p)] for p in vol["portals"]],
             "missing_portals": [str(p) for p in vol["portals"] if not per_portal[str(p)]["active"]],
             "exists": bool(devices or paths or dangling or vmaps),
+            "foreign_devices": foreign,
             "leftovers": leftovers}
 
 
@@ -407,6 +427,8 @@ def _orphans(sess_rows, luns, luns_of_sid, map_rows, bypath, byid, exp):
     sess_by_sid = dict((s["sid"], s) for s in sess_rows)
     for r in luns:
         s = sess_by_sid.get(r["sid"])
+        if s is not None and s["state"] in SESSION_RECOVERING:
+            continue  # degraded, not an orphan: the initiator is still recovering the session
         if s is None or (s["state"] != SESSION_OK and s["state"] not in SESSION_FAILED_STATES):
             why = ("session %s no longer exists" % r["sid"]) if s is None else \
                 "session %s is in state %s" % (r["sid"], s["state"] or "unknown")
@@ -425,7 +447,7 @@ def _orphans(sess_rows, luns, luns_of_sid, map_rows, bypath, byid, exp):
                         "sid": s["sid"], "portal": s["portal"], "iqn": s["iqn"], "lun": None,
                         "state": s["state"]})
     for m in map_rows:
-        if m["active_paths"]:
+        if m["active_paths"] or any(p["session_state"] in SESSION_RECOVERING for p in m["paths"]):
             continue
         if not m["paths"]:
             why = "has no path device"
@@ -457,6 +479,23 @@ def _orphans(sess_rows, luns, luns_of_sid, map_rows, bypath, byid, exp):
     return out
 
 
+def _degraded(sess_rows, luns, map_rows):
+    """Paths whose session is FAILED (recovery in progress): not orphans, but worth a look."""
+    out = []
+    recovering = dict((s["sid"], s) for s in sess_rows if s["state"] in SESSION_RECOVERING)
+    for r in luns:
+        s = recovering.get(r["sid"])
+        if s is None:
+            continue
+        d = {"reason": "%s (%s): session %d to %s is %s (recovery in progress, up to recovery_tmo); the path may "
+                       "come back" % (r["device"], r["hctl"], s["sid"], s["portal"], s["state"])}
+        d.update(_ids(r))
+        d["state"] = r["state"]
+        d["session_state"] = s["state"]
+        out.append(d)
+    return out
+
+
 def _orphan(kind, reason, row):
     o = {"kind": kind, "reason": reason}
     o.update(_ids(row))
@@ -477,31 +516,42 @@ def _expected(row, exp):
 
 
 # -- cleanup plan ----------------------------------------------------------------------------
-def cleanup_plan(orphans):
+def _serves(o, map_wwid):
+    """The WWID the orphan path serves: its map's when it is a path of a map, else its own."""
+    if o.get("map") and map_wwid.get(o["map"]):
+        return map_wwid[o["map"]]
+    return o.get("wwid")
+
+
+def cleanup_plan(orphans, map_rows=None):
     """Ordered, de-duplicated actions that remove ``orphans`` with the collection's modules.
 
-    1. ``multipath_flush`` for maps without a working path (before their paths go);
-    2. ``iscsi_volume`` (state absent) per path for dead/failed/sessionless devices, one action per
-       unexpected volume (all its portals), and per portal for sessions without a LUN (no ``lun``);
+    1. ``multipath_flush`` for maps without a working path (before their paths go), with the map's WWID;
+    2. ``iscsi_volume`` (state absent) per path for dead/failed/sessionless devices, with the WWID the path
+       serves (so that only that volume's paths go: a failed path of a map that keeps a working path is
+       taken out of the map, the map is never flushed), one action per unexpected volume (all its portals),
+       and a ``session_only`` logout per portal for sessions without a LUN;
     3. ``file`` (state absent) for dangling links.
     Orphans that cannot be mapped to an action (no portal/IQN known) go to ``manual`` actions.
     """
+    map_wwid = dict((m["name"], m["wwid"]) for m in map_rows or ())
     flush, detach, files, manual = [], [], [], []
     seen = set()
     unexpected = {}
     for o in orphans:
         if o["kind"] == "unexpected_lun":
-            g = unexpected.setdefault((o["iqn"], o["lun"]), {"portals": [], "reasons": []})
+            g = unexpected.setdefault((o["iqn"], o["lun"], _serves(o, map_wwid)), {"portals": [], "reasons": []})
             if o["portal"] not in g["portals"]:
                 g["portals"].append(o["portal"])
             g["reasons"].append(o["reason"])
-    covered = set((p, q, n) for (q, n), g in unexpected.items() for p in g["portals"])
+    covered = set((p, q, n) for (q, n, _w), g in unexpected.items() for p in g["portals"])
     for o in orphans:
         k = o["kind"]
         if k == "map_without_working_path":
             if ("map", o["map"]) not in seen:
                 seen.add(("map", o["map"]))
-                flush.append({"action": "multipath_flush", "map": o["map"], "kinds": [k], "reason": o["reason"]})
+                flush.append({"action": "multipath_flush", "map": o["map"], "wwid": o.get("wwid"), "kinds": [k],
+                              "reason": o["reason"]})
         elif k in ("device_without_session", "device_on_failed_session", "session_without_lun"):
             if not o.get("portal") or not o.get("iqn"):
                 manual.append({"action": "manual", "kinds": [k], "reason": o["reason"],
@@ -516,14 +566,19 @@ def cleanup_plan(orphans):
                         a["kinds"].append(k)
                 continue
             seen.add(("detach",) + key)
-            detach.append({"action": "iscsi_volume", "portals": [o["portal"]], "iqn": o["iqn"], "lun": o["lun"],
-                           "kinds": [k], "reason": o["reason"]})
+            a = {"action": "iscsi_volume", "portals": [o["portal"]], "iqn": o["iqn"], "lun": o["lun"],
+                 "kinds": [k], "reason": o["reason"]}
+            if k == "session_without_lun":
+                a["session_only"] = True
+            else:
+                a["wwid"] = _serves(o, map_wwid)
+            detach.append(a)
         elif k == "dangling_link":
             if ("file", o["link"]) not in seen:
                 seen.add(("file", o["link"]))
                 files.append({"action": "file", "path": o["link"], "kinds": [k], "reason": o["reason"]})
-    for (q, n), g in sorted(unexpected.items(), key=lambda x: (x[0][0], x[0][1])):
-        detach.append({"action": "iscsi_volume", "portals": sorted(g["portals"]), "iqn": q, "lun": n,
+    for (q, n, w), g in sorted(unexpected.items(), key=lambda x: (x[0][0], x[0][1], x[0][2] or "")):
+        detach.append({"action": "iscsi_volume", "portals": sorted(g["portals"]), "iqn": q, "lun": n, "wwid": w,
                        "kinds": ["unexpected_lun"], "reason": "; ".join(g["reasons"])})
     return flush + detach + files + manual
 
@@ -534,4 +589,5 @@ def summarize(facts):
         counts[o["kind"]] = counts.get(o["kind"], 0) + 1
     return {"sessions": len(facts["sessions"]), "luns": len(facts["luns"]), "maps": len(facts["maps"]),
             "orphans": sum(counts.values()) if "orphans" in facts else None,
+            "degraded": len(facts.get("degraded") or ()) if "orphans" in facts else None,
             "counts": counts if "orphans" in facts else None}

@@ -129,7 +129,7 @@ def test_volume_query_finds_nothing_after_logout(mp_host):
 
 
 def test_volume_query_one_portal_failed(mp_host):
-    mp_host.path_fail(P2)
+    mp_host.path_fail(P2, session_state="FREE")
     v = gather(mp_host.fs, volume=VOL)["volume"]
     assert v["path_count"] == 2 and v["active_paths"] == 1 and v["missing_portals"] == [P2]
 
@@ -161,7 +161,7 @@ def test_volume_input_is_validated():
 
 # -- orphans -----------------------------------------------------------------------------------------
 def test_failed_session_makes_device_orphans_but_map_still_works(mp_host):
-    mp_host.path_fail(P2)
+    mp_host.path_fail(P2, session_state="FREE")
     f = gather(mp_host.fs)
     assert kinds(f) == ["device_on_failed_session"]
     (o,) = f["orphans"]
@@ -172,8 +172,8 @@ def test_failed_session_makes_device_orphans_but_map_still_works(mp_host):
 
 
 def test_map_without_working_path(mp_host):
-    mp_host.path_fail(P1)
-    mp_host.path_fail(P2)
+    mp_host.path_fail(P1, session_state="FREE")
+    mp_host.path_fail(P2, session_state="FREE")
     f = gather(mp_host.fs)
     assert kinds(f) == ["device_on_failed_session", "device_on_failed_session", "map_without_working_path"]
     mo = [o for o in f["orphans"] if o["kind"] == "map_without_working_path"][0]
@@ -244,8 +244,9 @@ def test_session_without_lun(host):
     assert kinds(f) == ["session_without_lun"]
     o = f["orphans"][0]
     assert o["portal"] == P1 and o["iqn"] == IQN2 and o["lun"] is None
+    # a session-only logout: no LUN is touched (never the module's default LUN 0)
     assert f["cleanup"] == [{"action": "iscsi_volume", "portals": [P1], "iqn": IQN2, "lun": None,
-                             "kinds": ["session_without_lun"], "reason": o["reason"]}]
+                             "session_only": True, "kinds": ["session_without_lun"], "reason": o["reason"]}]
 
 
 def test_dangling_links(mp_host):
@@ -287,7 +288,8 @@ def test_expected_by_iqn_and_lun(two_luns):
     assert kinds(f) == ["unexpected_lun", "unexpected_lun"]
     assert sorted(o["portal"] for o in f["orphans"]) == [P1, P2] and {o["lun"] for o in f["orphans"]} == {1}
     # one detach for the whole unexpected volume, over both portals
-    assert f["cleanup"] == [{"action": "iscsi_volume", "portals": [P1, P2], "iqn": IQN, "lun": 1,
+    w1 = [r["wwid"] for r in f["luns"] if r["lun"] == 1][0]
+    assert f["cleanup"] == [{"action": "iscsi_volume", "portals": [P1, P2], "iqn": IQN, "lun": 1, "wwid": w1,
                              "kinds": ["unexpected_lun"], "reason": f["cleanup"][0]["reason"]}]
 
 
@@ -334,7 +336,7 @@ def test_cleanup_plan_order_and_dedup():
     ]
     plan = cleanup_plan(orphans)
     assert [a["action"] for a in plan] == ["multipath_flush", "iscsi_volume", "iscsi_volume", "file", "manual"]
-    assert plan[1] == {"action": "iscsi_volume", "portals": [P2], "iqn": IQN, "lun": 0,
+    assert plan[1] == {"action": "iscsi_volume", "portals": [P2], "iqn": IQN, "lun": 0, "wwid": None,
                        "kinds": ["device_on_failed_session"], "reason": "d1"}
     # LUN 3 is unexpected: one detach over both portals covers its failed path too
     assert plan[2]["portals"] == [P1, P2] and plan[2]["lun"] == 3
@@ -342,7 +344,7 @@ def test_cleanup_plan_order_and_dedup():
 
 
 def test_real_cleanup_through_the_connector_leaves_no_orphan(mp_host):
-    mp_host.path_fail(P2)
+    mp_host.path_fail(P2, session_state="FREE")
     f = gather(mp_host.fs)
     (a,) = f["cleanup"]
     c = iscsi.Connector(mp_host.fs, mp_host.runner(), poll=0.01, sleep=lambda s: time.sleep(min(s, 0.02)))
@@ -381,3 +383,51 @@ def test_single_path_volume_with_a_partition_is_no_orphan(host):
     v = f["volume"]
     assert v["paths"] == ["/dev/disk/by-path/ip-%s-iscsi-%s-lun-0" % (P1, IQN)] and v["map"] is None
     assert v["active_paths"] == 1 and v["missing_portals"] == []
+
+
+# -- issue 13: recovery window, identity, a safe cleanup ------------------------------------------------
+def test_a_session_in_its_recovery_window_is_degraded_not_an_orphan(mp_host):
+    mp_host.path_fail(P2, session_state="FAILED")
+    f = gather(mp_host.fs)
+    assert f["orphans"] == [] and f["cleanup"] == []
+    (d,) = f["degraded"]
+    assert d["portal"] == P2 and d["session_state"] == "FAILED" and "recovery" in d["reason"]
+    assert f["summary"]["degraded"] == 1 and f["summary"]["orphans"] == 0
+
+
+def test_a_map_whose_paths_are_all_recovering_is_not_flushed(mp_host):
+    mp_host.path_fail(P1, session_state="FAILED")
+    mp_host.path_fail(P2, session_state="FAILED")
+    f = gather(mp_host.fs)
+    assert f["orphans"] == [] and f["cleanup"] == [] and len(f["degraded"]) == 2
+
+
+def test_cleanup_of_a_dead_path_carries_the_wwid_the_path_serves(mp_host):
+    mp_host.path_fail(P2, session_state="FREE")
+    f = gather(mp_host.fs)
+    (a,) = f["cleanup"]
+    assert a["wwid"] == f["maps"][0]["wwid"] and a["portals"] == [P2]
+
+
+def test_cleanup_of_a_dead_path_keeps_a_mounted_map_and_its_live_path(mp_host):
+    m = gather(mp_host.fs)["maps"][0]
+    mp_host.mount(m["dm"], "/srv/data")
+    mp_host.path_fail(P2, session_state="FREE")
+    (a,) = gather(mp_host.fs)["cleanup"]
+    c = iscsi.Connector(mp_host.fs, mp_host.runner(), poll=0.01, sleep=lambda s: time.sleep(min(s, 0.02)),
+                        wwid=a["wwid"])
+    c.disconnect(iscsi.build_paths(a["portals"], [a["iqn"]], [a["lun"]]))
+    after = gather(mp_host.fs, volume=VOL)
+    assert after["orphans"] == [] and after["volume"]["active_paths"] == 1
+    (m2,) = after["maps"]
+    assert m2["dm"] == m["dm"] and [p["portal"] for p in m2["paths"]] == [P1]
+    assert not any(h["argv"][:2] == ["multipath", "-f"] for h in c.runner.history)
+
+
+def test_volume_query_with_a_wwid_leaves_out_another_volume_at_the_same_lun(mp_host):
+    v = gather(mp_host.fs, volume=dict(VOL, wwid="36001405" + "0" * 25), orphans=False)["volume"]
+    assert v["devices"] == [] and v["map"] is None and v["exists"] is False
+    assert len(v["foreign_devices"]) == 2 and v["leftovers"] == []
+    w = gather(mp_host.fs, orphans=False)["maps"][0]["wwid"]
+    v = gather(mp_host.fs, volume=dict(VOL, wwid="naa." + w[1:]), orphans=False)["volume"]
+    assert len(v["devices"]) == 2 and v["foreign_devices"] == [] and v["wwid"] == w

@@ -76,7 +76,7 @@ def test_expected_set_from_inventory(module, capsys, attached):
 
 
 def test_orphans_after_a_path_failure(module, capsys, attached):
-    attached.path_fail(P2)
+    attached.path_fail(P2, session_state="FREE")
     failed, res = run_module(module, capsys, {})
     vp = res["ansible_facts"]["volume_paths"]
     assert vp["summary"]["counts"]["device_on_failed_session"] == 2
