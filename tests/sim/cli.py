@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from .core import Sim, fmt_portal, portal_key, split_portal
+from .core import NO_PATH_RETRY, Sim, fmt_portal, portal_key, split_portal
 
 VERSION = "2.1.8"
 # iscsiadm exit codes (iscsi_err.h)
@@ -32,6 +32,7 @@ class Out(object):
         self.err = []
         self.rc = 0
         self.sleep = 0.0
+        self.io_wait = None    # dm-N: the command blocks on I/O queued on that map (see wait_io)
 
     def o(self, line):
         self.out.append(line + "\n")
@@ -736,7 +737,7 @@ def _mp_ll(sim, dms):
         out.o("%s %s %s,%s" % (m["name"], dm, vendor, model))
         size = m["size"] * 512
         hs = "%dM" % (size // (1 << 20)) if size < (1 << 30) else "%gG" % round(size / float(1 << 30), 1)
-        out.o("size=%s features='1 queue_if_no_path' hwhandler='1 alua' wp=rw" % hs)
+        out.o("size=%s features='%s' hwhandler='1 alua' wp=rw" % (hs, sim.features(m)))
         if not paths:
             continue
         active = any(m["paths"][p] == "active" for p in paths)
@@ -857,7 +858,7 @@ def multipathd(sim, args):
             return out
         cmd = " ".join(a[:3])
         if a[:2] == ["show", "status"]:
-            paths = list(st["disks"])
+            paths = [n for n, d in st["disks"].items() if not d.get("mpathd_forgot")]
             up = sum(1 for dm, m in st["maps"].items() for v in m.get("paths", {}).values() if v == "active")
             out.o("path checker states:")
             out.o("up                  %d" % up)
@@ -868,6 +869,8 @@ def multipathd(sim, args):
         if a[:2] == ["show", "paths"]:
             rows = []
             for n, d in sorted(st["disks"].items(), key=lambda x: x[1]["index"]):
+                if d.get("mpathd_forgot"):
+                    continue    # `del path` dropped it from multipathd's path list
                 dm = sim.map_of_path(n)
                 pst = st["maps"][dm]["paths"][n] if dm else "undef"
                 rows.append({"d": n, "w": d["wwid"], "i": d["hctl"], "D": d["devt"],
@@ -891,7 +894,8 @@ def multipathd(sim, args):
                 if m.get("kind") != "mpath":
                     continue
                 rows.append({"n": m["name"], "w": m["wwid"], "d": dm, "N": len(m["paths"]),
-                             "S": "%dM" % (m["size"] // 2048), "Q": "queue"})
+                             "S": "%dM" % (m["size"] // 2048),
+                             "Q": "off" if m.get("no_queueing") else "%d chk" % NO_PATH_RETRY})
             fmt = "%n %d %w"
             if "format" in a and a.index("format") + 1 < len(a):
                 fmt = a[a.index("format") + 1]
@@ -914,12 +918,37 @@ def multipathd(sim, args):
             out.o("ok")
             return out
         if a[:2] == ["del", "path"] or a[:2] == ["remove", "path"]:
+            # cli_del_path: ev_remove_path drops the path from its map (a reload of the other paths; the
+            # last path of an unused map flushes it) and from multipathd's path list
             name = os.path.basename(a[2]) if len(a) > 2 else ""
-            if sim.map_of_path(name) is None and name not in st["disks"]:
+            d = st["disks"].get(name)
+            if sim.map_of_path(name) is None and (d is None or d.get("mpathd_forgot")):
+                sim.mpathd_log("%s: path already removed" % name)
                 out.o("fail")
                 out.rc = 1
                 return out
             sim.mpathd_path_removed(name, daemon_cmd=True)
+            if d is not None:
+                d["mpathd_forgot"] = True
+            out.o("ok")
+            return out
+        if a[:1] in (["disablequeueing"], ["restorequeueing"]) and len(a) > 1:
+            on = a[0] == "restorequeueing"
+            if a[1] in ("maps", "multipaths"):
+                dms = [k for k, m in st["maps"].items() if m.get("kind") == "mpath"]
+            elif a[1] in ("map", "multipath") and len(a) > 2:
+                dm = sim.find_map(a[2])
+                if dm is None or st["maps"][dm].get("kind") != "mpath":
+                    sim.mpathd_log("%s: invalid map name. cannot %s queueing" % (a[2], "restore" if on else "disable"))
+                    out.o("fail")
+                    out.rc = 1
+                    return out
+                dms = [dm]
+            else:
+                return out.fail(1, "multipathd: unsupported command in the simulator: %s" % " ".join(a))
+            for dm in dms:
+                st["maps"][dm]["no_queueing"] = not on
+                st["maps"][dm]["queueing"] = on
             out.o("ok")
             return out
         if a[:2] in (["del", "map"], ["remove", "map"]):
@@ -930,6 +959,14 @@ def multipathd(sim, args):
                 return out
             sim.remove_map(dm)
             out.o("ok")
+            return out
+        if a and a[0] not in MULTIPATHD_VERBS:
+            # get_cmdvec: ESRCH; the reply is the help text, and the client exits 0 (only "fail" is 1)
+            out.o("%s: not found" % " ".join(a))
+            out.o("multipath-tools v0.9.4 (12/19, 2022)")
+            out.o("CLI commands reference:")
+            for ln in MULTIPATHD_HELP:
+                out.o(" " + ln)
             return out
         if a[:1] == ["reconfigure"]:
             sim.mpathd_reconfigure()
@@ -949,6 +986,18 @@ def multipathd(sim, args):
             out.o("ok")
             return out
     return out.fail(1, "multipathd: unsupported command in the simulator: %s" % " ".join(a))
+
+
+# multipathd 0.9.4's verbs (cli.c load_keys); any other first word is "not found"
+MULTIPATHD_VERBS = ("list", "show", "add", "remove", "del", "switch", "switchgroup", "suspend", "resume",
+                    "reinstate", "fail", "resize", "reset", "reload", "forcequeueing", "disablequeueing",
+                    "restorequeueing", "reconfigure", "quit", "exit", "shutdown", "getprstatus", "setprstatus",
+                    "unsetprstatus", "getprkey", "setprkey", "unsetprkey", "setmarginal", "unsetmarginal")
+MULTIPATHD_HELP = ("list|show paths", "list|show maps|multipaths", "add path $path", "remove|del path $path",
+                   "add map|multipath $map", "remove|del map|multipath $map", "reconfigure",
+                   "resize map|multipath $map", "disablequeueing map|multipath $map",
+                   "restorequeueing map|multipath $map", "disablequeueing maps|multipaths",
+                   "restorequeueing maps|multipaths", "forcequeueing daemon", "restorequeueing daemon")
 
 
 # ========================================================================================== others
@@ -983,6 +1032,12 @@ def blockdev(sim, args):
                 if op == "--flushbufs":
                     if any(ff.get(k) == "io_error" for k in keys):
                         return out.fail(1, "blockdev: ioctl error on BLKFLSBUF: Input/output error")
+                    if m and not sim.map_active_paths(name):
+                        # the flush is I/O on the map: queued while queue_if_no_path is on, EIO when off
+                        if sim.map_queueing(name):
+                            out.io_wait = name
+                            return out
+                        return out.fail(1, EIO_FLUSH)
                 elif op == "--getsize64":
                     res.append(str(int(sim.rfile("/sys/class/block/%s/size" % name, "0").strip()) * 512))
                 elif op == "--getsz":
@@ -998,6 +1053,111 @@ def blockdev(sim, args):
     for r in res:
         out.o(r)
     return out
+
+
+EIO_FLUSH = "blockdev: ioctl error on BLKFLSBUF: Input/output error"
+IO_POLL = 0.05
+
+
+def wait_io(sim, out, timeout=HANG_SECONDS):
+    """Block like I/O queued on map ``out.io_wait``: it completes (rc 0) once a path of the map is
+    active again, fails with EIO once queueing is turned off, and fails when the map goes away.
+    Without any of these it sleeps until ``timeout`` (the caller's timeout must kill it)."""
+    dm = out.io_wait
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(IO_POLL)
+        with sim.locked() as st:
+            if dm not in st["maps"]:
+                return out.fail(1, "blockdev: ioctl error on BLKFLSBUF: No such device or address")
+            if sim.map_active_paths(dm):
+                return out
+            if not sim.map_queueing(dm):
+                return out.fail(1, EIO_FLUSH)
+    return out.fail(1, EIO_FLUSH)
+
+
+def _dm_ref(sim, ref):
+    """dm-N of a dmsetup device argument: a dm name, /dev/mapper/NAME, /dev/dm-N."""
+    st = sim.st
+    if ref.startswith("/dev/"):
+        name = _dev_name(sim, ref)
+        return name if name in st["maps"] else None
+    for dm, m in st["maps"].items():
+        if m["name"] == ref:
+            return dm
+    return None
+
+
+def _dm_table(sim, dm):
+    st = sim.st
+    m = st["maps"][dm]
+    if m.get("kind") == "part":
+        return "0 %d linear %s %d" % (m["size"], st["maps"][m["parent"]]["devt"], 2048 * int(m["name"].rsplit("-part", 1)[1]))
+    paths = sorted(m["paths"], key=lambda n: st["disks"][n]["index"])
+    feats = sim.features(m)
+    if not paths:
+        return "0 %d multipath %s 1 alua 0 0" % (m["size"], feats)
+    return "0 %d multipath %s 1 alua 1 1 service-time 0 %d 1 %s" % (
+        m["size"], feats, len(paths), " ".join("%s 1" % st["disks"][p]["devt"] for p in paths))
+
+
+def _dm_open_count(sim, dm):
+    return len(sim.opened(dm)) + len(sim.map_holders(dm))
+
+
+def dmsetup(sim, args):
+    """dmsetup message NAME 0 queue_if_no_path|fail_if_no_path, table [NAME], info [NAME], ls."""
+    out = Out()
+    a = [x for x in args if x not in ("-v", "--noudevsync", "--noflush")]
+    with sim.locked() as st:
+        if not a:
+            return out.fail(1, "Command not specified")
+        cmd = a[0]
+        if cmd == "message":
+            if len(a) < 4:
+                return out.fail(1, "dmsetup message: Please specify device, sector and message.\nCommand failed.")
+            dm = _dm_ref(sim, a[1])
+            if dm is None:
+                return out.fail(1, "device-mapper: message ioctl on %s  failed: No such device or address\n"
+                                   "Command failed." % a[1])
+            m = st["maps"][dm]
+            msg = " ".join(a[3:])
+            if m.get("kind") != "mpath" or msg not in ("queue_if_no_path", "fail_if_no_path"):
+                return out.fail(1, "device-mapper: message ioctl on %s  failed: Invalid argument\n"
+                                   "Command failed." % m["name"])
+            m["queueing"] = msg == "queue_if_no_path"    # the kernel flag only: multipathd does not know
+            return out
+        if cmd in ("table", "info", "ls"):
+            if len(a) > 1 and cmd != "ls":
+                dm = _dm_ref(sim, a[1])
+                if dm is None:
+                    return out.fail(1, "Device does not exist.\nCommand failed.")
+                dms = [dm]
+            else:
+                dms = sorted(st["maps"], key=lambda k: st["maps"][k]["name"])
+                if not dms:
+                    out.o("No devices found")
+                    return out
+            for i, dm in enumerate(dms):
+                m = st["maps"][dm]
+                if cmd == "ls":
+                    out.o("%s\t(%s)" % (m["name"], m["devt"]))
+                elif cmd == "table":
+                    out.o(("%s: " % m["name"] if len(a) == 1 else "") + _dm_table(sim, dm))
+                else:
+                    if i:
+                        out.o("")
+                    major, minor = m["devt"].split(":")
+                    for k, v in (("Name", m["name"]), ("State", "ACTIVE"), ("Read Ahead", "256"),
+                                 ("Tables present", "LIVE"), ("Open count", _dm_open_count(sim, dm)),
+                                 ("Event number", 0), ("Major, minor", "%s, %s" % (major, minor)),
+                                 ("Number of targets", 1), ("UUID", m["uuid"])):
+                        out.o("%-19s%s" % (k + ":", v) if k != "UUID" else "UUID: %s" % v)
+            if cmd == "info" and dms:
+                out.o("")
+            return out
+    return out.fail(1, "dmsetup: unsupported in the simulator: %s" % " ".join(args))
 
 
 def fuser(sim, args):
@@ -1057,7 +1217,7 @@ def partprobe(sim, args):
 
 
 TOOLS = {"iscsiadm": iscsiadm, "multipath": multipath, "multipathd": multipathd, "blockdev": blockdev,
-         "fuser": fuser, "udevadm": udevadm, "partprobe": partprobe}
+         "fuser": fuser, "udevadm": udevadm, "partprobe": partprobe, "dmsetup": dmsetup}
 
 
 def hang_matches(spec, tool, args):
@@ -1093,6 +1253,7 @@ def prologue(sim, tool, args):
     if lat:
         time.sleep(float(lat))
     sim.log_command([tool] + list(args))
+    sim.tick()    # recovery timers set by another process (path_fail) expire here too
     for spec in faults.get("hang") or []:
         if hang_matches(spec, tool, args):
             return True
@@ -1100,10 +1261,11 @@ def prologue(sim, tool, args):
 
 
 def run(sim, tool, args):
-    """Run a fake command in-process (after the prologue).  Returns (rc, stdout, stderr, sleep)."""
+    """Run a fake command in-process (after the prologue).  Returns (rc, stdout, stderr, sleep); a
+    command that would block on queued I/O returns sleep = HANG_SECONDS."""
     fn = TOOLS[tool]
     o = fn(sim, list(args))
-    return o.rc, "".join(o.out), "".join(o.err), o.sleep
+    return o.rc, "".join(o.out), "".join(o.err), HANG_SECONDS if o.io_wait else o.sleep
 
 
 def main(tool=None, argv=None):
@@ -1117,7 +1279,10 @@ def main(tool=None, argv=None):
     if prologue(sim, tool, args):
         time.sleep(HANG_SECONDS)
         return 1
-    rc, so, se, sleep = run(sim, tool, args)
+    o = TOOLS[tool](sim, list(args))
+    if o.io_wait:
+        wait_io(sim, o)
+    rc, so, se, sleep = o.rc, "".join(o.out), "".join(o.err), o.sleep
     if sleep:
         time.sleep(sleep)
     if se and tool == "fuser":

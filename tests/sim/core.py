@@ -18,14 +18,22 @@ import fcntl
 import json
 import os
 import threading
+import time
 
 SIM_DIR = ".sim"
 FAULT_NAMES = ("portal_down", "hang", "flush_fail", "device_never_appears", "latency",
-               "time_scale", "multipathd_down", "login_fail")
+               "time_scale", "multipathd_down", "login_fail", "wwid_change")
+# What udev + multipathd do when a path's WWID changes under them (a remapped LUN, then a rescan).
+# "fail": the path stays in its map, failed (the default; to confirm on the lab); "readd": multipathd
+# removes the path from its map and adds it again as a new path (multipath-tools >= 0.8.6 source);
+# "ignore": no uevent reaches udev/multipathd (only device/wwid changes).
+WWID_CHANGE_POLICIES = ("fail", "readd", "ignore")
 SD_MAJORS = [8, 65, 66, 67, 68, 69, 70, 71, 128, 129, 130, 131, 132, 133, 134, 135]
 DM_MAJOR = 253          # dynamic major: virtio_blk (initramfs) got 254, dm_mod the next one
 VDA_MAJMIN = "254:0"
 MULTIPATHD_PID = 612
+FAST_IO_FAIL_TMO = 5    # multipathd writes it to recovery_tmo of every iSCSI session with a path in a map
+NO_PATH_RETRY = 12      # the LIO-ORG hwtable entry: "12 chk" in `show maps format %Q`
 FIRST_HOLDER_PID = 40000
 LOCAL_IPV4 = "10.0.0.100"
 LOCAL_IPV6 = "fd00::100"
@@ -98,9 +106,12 @@ def udev_wwid(sysfs_wwid):
     return "8" + sysfs_wwid
 
 
-def lun_wwid(seed, iqn, lun):
+def lun_wwid(seed, iqn, lun, gen=0):
+    """The sysfs WWID of the volume behind ``iqn``/``lun``; ``gen`` > 0: the gen-th volume the array
+    put at that LUN number since (remap_lun)."""
     import hashlib
-    h = hashlib.sha256(("%s|%s|%d" % (seed, iqn, lun)).encode()).hexdigest()[:25]
+    key = "%s|%s|%d" % (seed, iqn, lun) + ("|%d" % gen if gen else "")
+    h = hashlib.sha256(key.encode()).hexdigest()[:25]
     return "naa.6001405" + h
 
 
@@ -131,6 +142,8 @@ class Sim(object):
         self.lock_path = os.path.join(self.simdir, "lock")
         self.faults_path = os.path.join(self.simdir, "faults.json")
         self.log_path = os.path.join(self.simdir, "commands.log")
+        self.due_path = os.path.join(self.simdir, "recovery_due")
+        self.mpathd_log_path = os.path.join(self.simdir, "multipathd.log")
 
     # -- lock + state ----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -159,6 +172,8 @@ class Sim(object):
                 st = json.loads(raw)
             held[self.root] = [fd, 1, st, None]   # [fd, depth, state, cached faults]
             try:
+                if initial is None and self.recovery_due():
+                    self.expire_recovery()
                 yield st
             finally:
                 del held[self.root]
@@ -237,6 +252,56 @@ class Sim(object):
             os.write(fd, line.encode())
         finally:
             os.close(fd)
+
+    def mpathd_log(self, msg):
+        """A line of multipathd's log (the journal on a real host): ``<root>/.sim/multipathd.log``."""
+        fd = os.open(self.mpathd_log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (msg + "\n").encode())
+        finally:
+            os.close(fd)
+
+    # -- session recovery timers (seen by every process: the deadline lives in a file) -------------
+    def recovery_due(self):
+        """True when a FAILED session's recovery_tmo has expired and nobody has noticed yet (cheap:
+        one small file read, no lock)."""
+        try:
+            with open(self.due_path) as f:
+                due = float(f.read().strip() or "0")
+        except (IOError, OSError, ValueError):
+            return False
+        return time.time() >= due
+
+    def tick(self):
+        """Expire the recovery timers that are due (the lazy check of the fake commands)."""
+        if self.recovery_due():
+            with self.locked():
+                pass  # locked() expires them
+
+    def expire_recovery(self):
+        """Under the lock: every FAILED session whose recovery_tmo has run out becomes FREE and its
+        devices transport-offline (the kernel's session_recovery_timedout)."""
+        now = time.time()
+        for s in sorted(self.st["sessions"].values(), key=lambda s: s["sid"]):
+            due = s.get("free_at")
+            if due is not None and now >= due:
+                del s["free_at"]
+                if s["state"] == "FAILED":
+                    self.set_session_state(s, "FREE")
+        self._sync_due()
+
+    def _sync_due(self):
+        dues = [s["free_at"] for s in self.st["sessions"].values() if s.get("free_at") is not None]
+        if dues:
+            tmp = "%s.%d.%d" % (self.due_path, os.getpid(), threading.get_ident())
+            with open(tmp, "w") as f:
+                f.write(repr(min(dues)))
+            os.replace(tmp, self.due_path)
+        else:
+            try:
+                os.unlink(self.due_path)
+            except OSError:
+                pass
 
     # -- tree primitives (host-absolute paths) -------------------------------------------------
     def P(self, p):
@@ -434,6 +499,26 @@ class Sim(object):
             st["targets"][iqn] = t
             return out
 
+    def remap_lun(self, iqn, lun, size_mb=None):
+        """Array side: a new volume (new WWID, optionally a new size) behind LUN ``lun`` of ``iqn``.
+        The WWID is derived from seed/iqn/lun and the LUN's generation, so it is deterministic."""
+        with self.locked() as st:
+            t = st["targets"].get(iqn)
+            if t is None:
+                raise SimError("no target %s" % iqn)
+            key = str(int(lun))
+            old = t["luns"].get(key)
+            if size_mb is None:
+                if old is None:
+                    raise SimError("LUN %s of %s is not mapped: give size_mb" % (lun, iqn))
+                size_mb = old["size_mb"]
+            gens = t.setdefault("lun_gen", {})
+            gen = gens.get(key, 0) + 1
+            gens[key] = gen
+            sw = lun_wwid(st["seed"], iqn, int(lun), gen)
+            t["luns"][key] = {"size_mb": size_mb, "sysfs_wwid": sw, "wwid": udev_wwid(sw)}
+            return dict(t["luns"][key])
+
     def targets_on_portal(self, portal):
         key = portal_key(portal)
         return sorted(i for i, t in self.st["targets"].items() if key in t["portals"])
@@ -539,7 +624,31 @@ class Sim(object):
         self.rmtree(hd)
         st["hosts"].remove(h)
         del st["sessions"][str(sid)]
+        if s.get("free_at") is not None:
+            self._sync_due()
         return True
+
+    def session_attr_dir(self, s):
+        return "/sys/devices/platform/host%d/session%d/iscsi_session/session%d" % (s["host"], s["sid"], s["sid"])
+
+    def recovery_tmo(self, s):
+        """The session's recovery_tmo (seconds) as sysfs shows it."""
+        try:
+            return float((self.rfile(self.session_attr_dir(s) + "/recovery_tmo", "120") or "120").strip())
+        except ValueError:
+            return 120.0
+
+    def set_session_state(self, s, state):
+        """Session state (LOGGED_IN / FAILED / FREE), its connection, and its devices as the kernel sets
+        them: running / blocked (recovery in progress) / transport-offline (recovery_tmo expired)."""
+        s["state"] = state
+        sd = "/sys/devices/platform/host%d/session%d" % (s["host"], s["sid"])
+        self.attr(self.session_attr_dir(s) + "/state", state)
+        self.attr("%s/connection%d:0/iscsi_connection/connection%d:0/state" % (sd, s["sid"], s["sid"]),
+                  "up" if state == "LOGGED_IN" else "failed")
+        dev = {"LOGGED_IN": "running", "FAILED": "blocked"}.get(state, "transport-offline")
+        for name in sorted(n for n, d in self.st["disks"].items() if d["sid"] == s["sid"]):
+            self.set_disk_state(name, dev)
 
     def session_of_host(self, host):
         for s in self.st["sessions"].values():
@@ -659,7 +768,8 @@ class Sim(object):
         self.mpathd_check(name)
 
     def rescan_disk(self, name):
-        """Write to device/rescan: re-read the LUN size from the array."""
+        """Write to device/rescan (scsi_rescan_device): re-read the VPD pages (device/wwid) and the
+        capacity from the array.  Until then a device keeps the identity it was scanned with."""
         st = self.st
         d = st["disks"].get(name)
         if d is None:
@@ -670,6 +780,34 @@ class Sim(object):
             return
         d["size_mb"] = L["size_mb"]
         self.attr("/sys/block/%s/size" % name, L["size_mb"] * 2048)
+        if L["sysfs_wwid"] != d["sysfs_wwid"]:
+            d["sysfs_wwid"] = L["sysfs_wwid"]
+            self.attr(self.disk_dir(d) + "/wwid", L["sysfs_wwid"])
+            self.path_wwid_changed(name)
+
+    def path_wwid_changed(self, name):
+        """The change uevent after a rescan found another volume behind the device: udev recomputes
+        the by-id links, multipathd compares the path's WWID (policy: the ``wwid_change`` knob)."""
+        d = self.st["disks"][name]
+        policy = self.fault("wwid_change", "fail")
+        if policy == "ignore":
+            return
+        old, new = d["wwid"], udev_wwid(d["sysfs_wwid"])
+        if old == new:
+            return
+        d["wwid"] = new
+        self.udev_byid(old)
+        self.udev_byid(new)
+        if not self.mpathd_up() or d.get("mpathd_forgot"):
+            return
+        self.mpathd_log("%s: path wwid changed from '%s' to '%s'" % (name, old, new))
+        dm = self.map_of_path(name)
+        if policy == "readd":
+            if dm is not None:
+                self.mpathd_path_removed(name)
+            self.mpathd_path_added(name)
+        elif dm is not None:
+            self.mpathd_check(name)   # failed: its WWID is not the map's any more
 
     def disks_by_wwid(self, wwid):
         return sorted((d for d in self.st["disks"].values() if d["wwid"] == wwid), key=lambda d: d["index"])
@@ -808,6 +946,9 @@ class Sim(object):
         self.link("/dev/disk/by-id/dm-uuid-" + uuid, "/dev/" + dm)
         self.st["maps"][dm] = {"name": name, "uuid": uuid, "wwid": wwid, "kind": kind,
                                "devt": "%d:%d" % (DM_MAJOR, n), "size": size_sectors, "paths": {}}
+        if kind == "mpath":
+            # LIO-ORG (hwtable: no_path_retry 12): the table starts with queue_if_no_path
+            self.st["maps"][dm].update(queueing=True, no_queueing=False)
         return dm
 
     def _slave_link(self, dm, name):
@@ -833,35 +974,82 @@ class Sim(object):
         return dm
 
     def add_map_path(self, dm, name):
+        """The path joins the map's table (a reload: the features are multipathd's again), and
+        multipathd sets its session's recovery_tmo to fast_io_fail_tmo."""
+        m = self.st["maps"][dm]
         self._slave_link(dm, name)
-        self.st["maps"][dm]["paths"][name] = self._path_state(name)
+        m["paths"][name] = self._path_state(name, dm)
+        m["queueing"] = not m.get("no_queueing", False)
+        s = self.st["sessions"].get(str(self.st["disks"][name]["sid"]))
+        if s is not None:
+            self.attr(self.session_attr_dir(s) + "/recovery_tmo", FAST_IO_FAIL_TMO)
 
-    def _path_state(self, name):
+    def _path_state(self, name, dm=None):
         d = self.st["disks"][name]
         s = self.st["sessions"].get(str(d["sid"]))
         ok = d["state"] == "running" and s is not None and s["state"] == "LOGGED_IN"
+        if dm is not None and self.st["maps"][dm]["wwid"] != d["wwid"]:
+            ok = False    # another volume behind the path now (remapped LUN + rescan)
         return "active" if ok else "failed"
 
+    def claimed(self, name):
+        """Why block device ``name`` cannot be opened exclusively (O_EXCL, or a dm table load): a
+        reason string, or None.  Mounted, swap, a holder (dm, kpartx), a process holding it with
+        hold_open(exclusive=True), or a partition of it claimed in one of these ways."""
+        if os.listdir(self.P("/sys/class/block/%s/holders" % name)):
+            return "held by %s" % ", ".join(sorted(os.listdir(self.P("/sys/class/block/%s/holders" % name))))
+        for w in self.opened(name):
+            if not w.startswith("pid "):
+                return w
+        for pid, pr in sorted(self.st["procs"].items()):
+            if pr.get("exclusive") and any(os.path.basename(t) == name for t in pr["fds"].values()):
+                return "opened exclusively by pid %s" % pid
+        d = self.st["disks"].get(name)
+        for k in sorted(d["parts"] if d else (), key=int):
+            why = self.claimed("%s%s" % (name, k))
+            if why:
+                return "partition %s%s %s" % (name, k, why)
+        return None
+
+    def _joinable(self, name, alias):
+        why = self.claimed(name)
+        if why:
+            self.mpathd_log("%s: failed in domap for addition of new path %s (%s: Device or resource busy)"
+                            % (alias, name, why))
+            return False
+        return True
+
     def mpathd_path_added(self, name, force=False):
-        """uevent "add" of a path (or `multipathd add path`): join or build a map (find_multipaths yes)."""
+        """uevent "add" of a path (or `multipathd add path`): join or build a map (find_multipaths yes).
+        A device that is claimed (mounted, swap, holders, exclusive open) cannot be in a dm table:
+        it stays out, and a new map is built from the peers that can join."""
         if not self.mpathd_up():
             return None
         st = self.st
         d = st["disks"][name]
+        d.pop("mpathd_forgot", None)
         if self.map_of_path(name):
             return self.map_of_path(name)
         m = self.map_for_wwid(d["wwid"])
         if m is not None:
+            if not self._joinable(name, m["name"]):
+                return None
             self.add_map_path(m["dm"], name)
             return m["dm"]
-        peers = [x["name"] for x in self.disks_by_wwid(d["wwid"]) if not self.map_of_path(x["name"])]
+        peers = [x["name"] for x in self.disks_by_wwid(d["wwid"])
+                 if not self.map_of_path(x["name"]) and not x.get("mpathd_forgot")]
         if len(peers) >= 2 or d["wwid"] in self._wwids():
-            return self.create_map(d["wwid"], peers)
+            ok = [p for p in peers if self._joinable(p, d["wwid"])]
+            if not ok:
+                return None
+            dm = self.create_map(d["wwid"], ok)
+            return dm if name in ok else None
         return None
 
     def mpathd_path_removed(self, name, daemon_cmd=False):
-        """A path went away (device deleted) or `multipathd del path`: leave the map; a map left
-        without paths is removed by multipathd unless it is open (then it stays, queueing)."""
+        """A path went away (device deleted) or `multipathd del path`: leave the map (a reload of the
+        remaining paths); a map left without paths is removed by multipathd unless it is open (then
+        it stays, queueing)."""
         dm = self.map_of_path(name)
         if dm is None:
             return None
@@ -870,19 +1058,40 @@ class Sim(object):
         del m["paths"][name]
         if not m["paths"] and (self.mpathd_up() or daemon_cmd) and not self.map_in_use(dm):
             self.remove_map(dm)
+        elif self.mpathd_up() or daemon_cmd:
+            m["queueing"] = not m.get("no_queueing", False)
         return dm
 
     def mpathd_check(self, name):
         """The path checker: follow the device/session state."""
         dm = self.map_of_path(name)
         if dm is not None and self.mpathd_up():
-            self.st["maps"][dm]["paths"][name] = self._path_state(name)
+            self.st["maps"][dm]["paths"][name] = self._path_state(name, dm)
 
     def mpathd_reconfigure(self):
-        """multipathd (re)started: pick up every path that is not in a map yet."""
+        """multipathd (re)started or reconfigured: it rediscovers every path, and picks up those that
+        are not in a map yet."""
         for name in sorted(self.st["disks"], key=lambda n: self.st["disks"][n]["index"]):
             if name in self.st["disks"] and not self.map_of_path(name):
                 self.mpathd_path_added(name)
+
+    def map_active_paths(self, dm):
+        """Active paths of mpath map ``dm`` (for a kpartx partition map: of its parent)."""
+        m = self.st["maps"][dm]
+        if m.get("kind") == "part" and m.get("parent") in self.st["maps"]:
+            m = self.st["maps"][m["parent"]]
+        return sorted(p for p, v in m.get("paths", {}).items() if v == "active")
+
+    def map_queueing(self, dm):
+        m = self.st["maps"][dm]
+        if m.get("kind") == "part" and m.get("parent") in self.st["maps"]:
+            m = self.st["maps"][m["parent"]]
+        return bool(m.get("queueing"))
+
+    @staticmethod
+    def features(m):
+        """The dm-multipath features as `multipath -ll` / `dmsetup table` show them."""
+        return "1 queue_if_no_path" if m.get("queueing") else "0"
 
     def map_holders(self, dm):
         return sorted(os.listdir(self.P("/sys/devices/virtual/block/%s/holders" % dm)))
@@ -953,21 +1162,29 @@ class Sim(object):
         return p
 
     # -- path failure --------------------------------------------------------------------------
-    def set_portal_state(self, portal, ok, failed_state="FREE"):
+    def set_portal_state(self, portal, ok, failed_state="FAILED", recovery=False):
+        """Every session on ``portal``: back to LOGGED_IN (``ok``), or failed.  With ``recovery``, a
+        LOGGED_IN session becomes FAILED and FREE once its recovery_tmo x time_scale has run out
+        (a session that is already failed keeps its state and timer); without, it goes to
+        ``failed_state`` and stays there.  Returns the session ids."""
         key = portal_key(portal)
         changed = []
-        for s in self.st["sessions"].values():
+        now = time.time()
+        for s in sorted(self.st["sessions"].values(), key=lambda s: s["sid"]):
             if s["portal"] != key:
                 continue
-            s["state"] = "LOGGED_IN" if ok else failed_state
-            sd = "/sys/devices/platform/host%d/session%d" % (s["host"], s["sid"])
-            self.attr("%s/iscsi_session/session%d/state" % (sd, s["sid"]), s["state"])
-            self.attr("%s/connection%d:0/iscsi_connection/connection%d:0/state" % (sd, s["sid"], s["sid"]),
-                      "up" if ok else "failed")
-            for name, d in self.st["disks"].items():
-                if d["sid"] == s["sid"]:
-                    self.set_disk_state(name, "running" if ok else "transport-offline")
+            if ok:
+                s.pop("free_at", None)
+                self.set_session_state(s, "LOGGED_IN")
+            elif recovery:
+                if s["state"] == "LOGGED_IN":
+                    s["free_at"] = now + self.recovery_tmo(s) * self.time_scale()
+                    self.set_session_state(s, "FAILED")
+            else:
+                s.pop("free_at", None)
+                self.set_session_state(s, failed_state)
             changed.append(s["sid"])
+        self._sync_due()
         return changed
 
     # -- /proc ---------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ import os
 import re
 import sys
 import threading
+import time
 
 from . import cli
-from .core import FAULT_NAMES, Sim, SimError, split_portal
+from .core import FAULT_NAMES, WWID_CHANGE_POLICIES, Sim, SimError, portal_key, split_portal
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 BIN_DIR = os.path.join(_HERE, "bin")
@@ -78,25 +79,10 @@ class SimHostFS(HostFS):
         name = os.path.basename(self.realpath(p))
         if not os.path.exists(self.path("/sys/class/block/" + name)):
             return super(SimHostFS, self).open_exclusive(p)
-        with sim.locked() as st:
-            if self._busy(sim, st, name):
+        with sim.locked():
+            if sim.claimed(name):
                 return "EBUSY"
-            for e in self.listdir("/sys/class/block/" + name):
-                if self.exists("/sys/class/block/%s/%s/partition" % (name, e)) and self._busy(sim, st, e):
-                    return "EBUSY"
         return None
-
-    @staticmethod
-    def _busy(sim, st, name):
-        if os.listdir(sim.P("/sys/class/block/%s/holders" % name)):
-            return True
-        why = sim.opened(name)
-        if any(not w.startswith("pid ") for w in why):
-            return True
-        for pid, pr in st["procs"].items():
-            if pr.get("exclusive") and any(os.path.basename(t) == name for t in pr["fds"].values()):
-                return True
-        return False
 
 
 class SimDiff(dict):
@@ -134,6 +120,7 @@ class SimHost(object):
         self.sim.ensure(multipathd=multipathd, initiator=initiator, seed=seed)
         self._fs = SimHostFS(self.sim)
         self._timers = []
+        self._recovery_timers = {}    # portal key -> [threading.Timer]
 
     # -- handles ------------------------------------------------------------------------------
     @property
@@ -160,8 +147,10 @@ class SimHost(object):
         if cli.prologue(self.sim, tool, args):
             raise SimError("hang fault matches %s %s (only a subprocess can hang)" % (tool, " ".join(args)))
         rc, out, err, sleep = cli.run(self.sim, tool, args)
+        if sleep >= cli.HANG_SECONDS:
+            raise SimError("%s %s would block (I/O queued on a map without a usable path; only a subprocess "
+                           "can hang)" % (tool, " ".join(args)))
         if sleep:
-            import time
             time.sleep(sleep)
         return rc, out, err
 
@@ -179,6 +168,14 @@ class SimHost(object):
         as on the lab after `lab-target unmap-lun` + rescan."""
         with self.sim.locked() as st:
             st["targets"][iqn]["luns"].pop(str(lun), None)
+
+    def remap_lun(self, iqn, lun, size_mb=None):
+        """Array side: LUN ``lun`` now serves another volume: a new deterministic WWID (from seed, iqn, lun
+        and how many times the LUN was remapped) and ``size_mb`` (default: the old size; required when
+        the LUN is not mapped).  Returns {"size_mb", "sysfs_wwid", "wwid"}.  Existing devices keep the old
+        identity until a write to their device/rescan; then the ``wwid_change`` knob says what udev and
+        multipathd do.  A new scan creates a device with the new WWID."""
+        return self.sim.remap_lun(iqn, lun, size_mb)
 
     def resize_lun(self, iqn, lun, size_mb):
         """Array side: grow a LUN.  Hosts see it after a rescan (device/rescan, iscsiadm -R)."""
@@ -250,6 +247,8 @@ class SimHost(object):
     def set_fault(self, name, value):
         if name not in FAULT_NAMES:
             raise ValueError("unknown fault knob '%s' (known: %s)" % (name, ", ".join(FAULT_NAMES)))
+        if name == "wwid_change" and value not in (None, False) and value not in WWID_CHANGE_POLICIES:
+            raise ValueError("wwid_change must be one of %s" % ", ".join(WWID_CHANGE_POLICIES))
         with self.sim.locked() as st:
             f = self.sim.faults()
             was_down = bool(f.get("multipathd_down"))
@@ -276,17 +275,63 @@ class SimHost(object):
             self.sim.mpathd_reconfigure()
 
     # -- paths --------------------------------------------------------------------------------------
-    def path_fail(self, portal, session_state="FREE"):
-        """Sessions on ``portal`` -> ``session_state``, their disks -> transport-offline, map paths -> failed.
-
-        The lab's real kernel shows FREE for a black-holed portal once recovery_tmo (5 s under
-        multipathd) has expired, FAILED only during recovery: FREE is the default."""
-        with self.sim.locked():
-            return self.sim.set_portal_state(portal, False, session_state)
+    def path_fail(self, portal, session_state=None, wait=False):
+        """The portal stops answering.  Default: its sessions go FAILED and their disks ``blocked`` (the
+        recovery window), then FREE and ``transport-offline`` once the session's recovery_tmo x time_scale
+        has run out (sysfs ``recovery_tmo``: 120 from the node record, 5 once multipathd put a path of the
+        session in a map).  A timer in this process and a lazy check in every fake command (and every
+        sim lock) make it happen; ``wait=True`` blocks until then.  ``session_state="FAILED"`` stays in
+        the recovery window (no timer); ``"FREE"`` skips it.  Map paths -> failed in every case.
+        Returns the session ids."""
+        if session_state not in (None, "FAILED", "FREE"):
+            raise ValueError("session_state must be None, 'FAILED' or 'FREE'")
+        if wait and session_state == "FAILED":
+            raise ValueError("wait=True with session_state='FAILED' would never return")
+        sim = self.sim
+        with sim.locked() as st:
+            sids = sim.set_portal_state(portal, False, session_state or "FAILED", recovery=session_state is None)
+            dues = sorted(set(st["sessions"][str(i)]["free_at"] for i in sids
+                              if st["sessions"][str(i)].get("free_at") is not None))
+        if session_state is None:
+            timers = self._recovery_timers.setdefault(portal_key(portal), [])
+            for due in dues:
+                t = threading.Timer(max(0.0, due - time.time()) + 0.001, sim.tick)
+                t.daemon = True
+                t.start()
+                timers.append(t)
+            if wait:
+                for due in dues:
+                    while time.time() < due:
+                        time.sleep(min(0.05, max(0.0, due - time.time()) + 0.001))
+                sim.tick()
+        return sids
 
     def path_restore(self, portal):
+        """The portal answers again: its sessions LOGGED_IN, disks running, map paths active; a pending
+        recovery timer is cancelled."""
+        for t in self._recovery_timers.pop(portal_key(portal), []):
+            t.cancel()
         with self.sim.locked():
             return self.sim.set_portal_state(portal, True)
+
+    # -- multipath maps -----------------------------------------------------------------------------
+    def map_features(self, dm_or_name):
+        """The map's dm-multipath features, as `multipath -ll` shows them: '1 queue_if_no_path' (the
+        default, LIO-ORG) or '0' (queueing disabled: multipathd disablequeueing, dmsetup message)."""
+        sim = self.sim
+        with sim.locked() as st:
+            dm = sim.find_map(dm_or_name)
+            if dm is None or st["maps"][dm].get("kind") != "mpath":
+                raise SimError("no multipath map %s" % dm_or_name)
+            return sim.features(st["maps"][dm])
+
+    def multipathd_log(self):
+        """multipathd's log lines (e.g. "sdb: path wwid changed from 'A' to 'B'")."""
+        try:
+            with open(self.sim.mpathd_log_path) as f:
+                return [ln.rstrip("\n") for ln in f]
+        except (IOError, OSError):
+            return []
 
     # -- usage: open, mount, swap, partitions --------------------------------------------------------
     def _name(self, dev):

@@ -179,7 +179,7 @@ def test_time_scale_default(tmp_path):
 
 def test_path_fail_and_restore(host):
     wwid = _mp_host(host)
-    assert host.path_fail(P2) == [2]
+    assert host.path_fail(P2, session_state="FREE") == [2]
     fs = host.fs
     assert fs.read("/sys/class/iscsi_session/session2/state") == "FREE"
     assert fs.read("/sys/block/sdb/device/state") == "transport-offline"
@@ -189,7 +189,7 @@ def test_path_fail_and_restore(host):
         "sda active running\nsdb failed offline\n"
     assert host.run("multipath", "-ll")[1].splitlines()[-1].endswith("sdb 8:16  failed faulty running")
     assert host.run("multipath", "-C", "dm-0")[0] == 0
-    host.path_fail(P1)
+    host.path_fail(P1, session_state="FREE")
     assert host.run("multipath", "-C", "dm-0")[0] == 1
     # a scan on a failed session creates nothing
     host.add_target(IQN, portals=[P1, P2], luns={0: 64, 1: 8})

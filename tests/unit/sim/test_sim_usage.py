@@ -141,7 +141,9 @@ def test_multipath_commands(host):
     # del path / add path
     assert host.run("multipathd", "del", "path", "/dev/sdb") == (0, "ok\n", "")
     assert host.fs.listdir("/sys/block/dm-0/slaves") == ["sda"] and host.fs.listdir("/sys/block/sdb/holders") == []
-    assert host.run("multipathd", "show", "paths", "raw", "format", "%d %m")[1] == "sda %s\nsdb [orphan]\n" % wwid
+    # the path left multipathd's list too (cli_del_path frees it): not shown, a second del fails
+    assert host.run("multipathd", "show", "paths", "raw", "format", "%d %m")[1] == "sda %s\n" % wwid
+    assert host.run("multipathd", "del", "path", "/dev/sdb") == (1, "fail\n", "")
     assert host.run("multipathd", "add", "path", "/dev/sdb") == (0, "ok\n", "")
     assert sorted(host.maps()["dm-0"]["paths"]) == ["sda", "sdb"]
     # a single path whose WWID is known: multipath -a + add path make the map (os-brick's forcing)
@@ -184,7 +186,7 @@ def test_snapshot_and_diff(host):
 
 def test_fake_commands_are_thin_executables_and_light_to_import(host):
     bindir = host.bin_dir
-    for tool in ("iscsiadm", "multipath", "multipathd", "blockdev", "fuser", "udevadm", "partprobe"):
+    for tool in ("iscsiadm", "multipath", "multipathd", "blockdev", "fuser", "udevadm", "partprobe", "dmsetup"):
         p = os.path.join(bindir, tool)
         assert os.stat(p).st_mode & 0o777 == 0o755
         with open(p) as f:
