@@ -92,7 +92,7 @@ def fleet(tmp_path):
     attach(clean)                                  # healthy 2-path multipath volume (+ local /dev/vda)
     sick = fl.add("sick")
     attach(sick)
-    sick.path_fail(P2)                             # device_on_failed_session
+    sick.path_fail(P2, session_state="FREE")       # device_on_failed_session
     sick.login(IQN2, P1, scan="manual")            # session_without_lun
     os.symlink("../../sdzz", sick.fs.path("/dev/disk/by-path/ip-10.0.0.9:3260-iscsi-%s-lun-5" % IQN))
     extra = fl.add("extra")
