@@ -287,6 +287,7 @@ class Detacher(object):
         self.busy_check = busy_check or self._busy
         self.problems = []
         self.kept_at_logout = []
+        self.forced_maps = []
 
     # -- helpers
     def plan(self):
@@ -409,6 +410,7 @@ class Detacher(object):
     def _force_map(self, m, err, blockers):
         """``force`` on a map that could not be flushed: stop queueing first, so that I/O of whoever still
         holds it fails instead of hanging forever once its last path is gone."""
+        self.forced_maps.append(m.name)
         queueing = mp.disable_queueing(self.fs, self.runner, m)
         msg = "%s (force: going on" % err.msg
         if blockers:
@@ -445,11 +447,19 @@ class Detacher(object):
         return [r.dev.dev for r in plan.remove if r.ident not in left and r.dev.dev]
 
     def _drop_failed_maps(self, plan):
-        """A map whose flush failed under force: ask multipathd to drop it now that its paths are gone."""
+        """A map whose flush failed under force: ask multipathd to drop it now that its paths are gone; if it
+        is still open, make sure its queueing is off for good (multipathd turned it back on when it reloaded
+        the map without its last path), so that its holders get I/O errors instead of a hang."""
         for m in plan.flush_maps:
             now = scsi.dm_map(self.fs, m.dm)
-            if now is not None and now.uuid == m.uuid:
-                mp.del_map(self.runner, m.name)
+            if now is None or now.uuid != m.uuid:
+                continue
+            mp.del_map(self.runner, m.name)
+            now = scsi.dm_map(self.fs, m.dm)
+            if now is not None and now.uuid == m.uuid and m.name in self.forced_maps:
+                if not mp.disable_queueing(self.fs, self.runner, m, message=True):
+                    self.problems.append("could not disable queueing of %s once its paths were gone: I/O to it "
+                                         "may hang until multipathd's no_path_retry runs out" % m.name)
 
     def _logout(self, plan):
         """Log out each planned session, looking again right before: a LUN that appeared meanwhile keeps it."""

@@ -261,6 +261,8 @@ class Connector(object):
             if not sessions:
                 rc, msg = self._login(path)
                 sessions = self._sessions_for(path)
+                if not sessions and path.aliases:
+                    rc, msg, sessions = self._login_other_address(path, created, rc, msg)
                 if not sessions:
                     reason = {RC_AUTH: "authentication failed", RC_TIMEOUT: "connection timed out",
                               None: "login timed out"}.get(rc, "iscsiadm exit code %s" % rc)
@@ -284,6 +286,26 @@ class Connector(object):
             result["device"] = d
         except Exception as e:  # a thread must report, never die silently
             result["error"] = "%s: %s" % (path.portal, e)
+
+    def _login_other_address(self, path, created, rc, msg):
+        """A portal given as a host name with several addresses: when the login to the first one fails, try
+        the others in order (a name with an IPv6 address the target does not listen on, say).  The node
+        record made for a failed address is dropped again."""
+        for addr in path.aliases:
+            if addr == path.portal:
+                continue
+            self.warnings.append("login to %s (%s) failed: %s; trying %s, another address of the name" % (
+                path.portal, path.iqn, msg or "iscsiadm exit code %s" % rc, addr))
+            other = Path(addr, path.iqn, path.lun)
+            self._prepare_node(other, created)
+            rc, msg = self._login(other)
+            sessions = self._sessions_for(path)
+            if sessions:
+                if path in created["nodes"]:
+                    self.delete_node(path)
+                    created["nodes"].remove(path)
+                return rc, msg, sessions
+        return rc, msg, []
 
     def find_attached(self, paths):
         """(devices, map) when the volume is fully attached as requested, else None (sysfs only)."""

@@ -138,20 +138,24 @@ def wait_paths_left(fs, pairs, timeout, interval=0.05, sleep=None, clock=None):
         sleep(interval)
 
 
-def disable_queueing(fs, runner, m):
+def disable_queueing(fs, runner, m, message=False):
     """Make I/O to map ``m`` fail instead of queueing when it has no path.  Returns True on success.
 
-    ``multipathd disablequeueing map`` when the daemon runs (it would otherwise turn queueing back on at its
-    next reload), else the device-mapper message ``fail_if_no_path``."""
+    ``multipathd disablequeueing map`` when the daemon runs, else (or also, with ``message``) the
+    device-mapper message ``fail_if_no_path``.  On the lab (multipath-tools 0.9.4) the daemon's next reload of
+    the map - the one that follows a path removal - turns queueing back on (``no_path_retry`` from the config,
+    "Entering recovery mode"), so a caller that removes paths disables queueing again once they are gone."""
+    ok = False
     if daemon_running(fs, runner):
         r = runner.run(["multipathd", "disablequeueing", "map", m.name], timeout=15, check=False)
-        if r.rc == 0 and "fail" not in (r.stdout or "").lower():
-            return True
+        ok = r.rc == 0 and "fail" not in (r.stdout or "").lower()
+    if ok and not message:
+        return True
     try:
         r = runner.run(["dmsetup", "message", m.name, "0", "fail_if_no_path"], timeout=15, check=False)
     except CommandNotFound:
-        return False
-    return r.rc == 0
+        return ok
+    return ok or r.rc == 0
 
 
 def remove_paths_from_daemon(fs, runner, names):

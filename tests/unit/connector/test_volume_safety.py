@@ -309,3 +309,17 @@ def test_detach_with_another_wwid_keeps_the_volume(host):
     out = c.disconnect(paths([P1, P2]))
     assert out["changed"] is False and c.runner.history == [] and host.snapshot() == snap
     assert "not " + c.wwid in " ".join(out["removed"]["kept_devices"]) and res["multipath_map"] in out["msg"]
+
+
+def test_a_name_whose_first_address_is_dead_logs_in_on_the_next_one(host):
+    host.add_target(IQN, portals=[P2], luns={0: 64})
+    names = fake_resolver({"array.example": ["10.0.0.1", "10.0.0.2"]})  # nothing listens on 10.0.0.1
+    before = host.snapshot()
+    c = conn(host, multipath="off")
+    res = c.connect(iscsi.build_paths(["array.example"], [IQN], [0], resolver=names))
+    assert res["changed"] and [s["portal"] for s in host.sessions(IQN)] == [P2]
+    assert any("another address of the name" in w for w in c.warnings)
+    # no node record is left for the address that failed
+    assert host.fs.listdir("/etc/iscsi/nodes/%s" % IQN) == ["10.0.0.2,3260,-1"]
+    conn(host).disconnect(iscsi.build_paths(["array.example"], [IQN], [0], resolver=names))
+    assert host.snapshot() == before
