@@ -778,18 +778,23 @@ class Sim(object):
         L = t and t["luns"].get(str(d["lun"]))
         if not L:
             return
+        resized = d["size_mb"] != L["size_mb"]
         d["size_mb"] = L["size_mb"]
         self.attr("/sys/block/%s/size" % name, L["size_mb"] * 2048)
         if L["sysfs_wwid"] != d["sysfs_wwid"]:
             d["sysfs_wwid"] = L["sysfs_wwid"]
             self.attr(self.disk_dir(d) + "/wwid", L["sysfs_wwid"])
-            self.path_wwid_changed(name)
+            self.path_wwid_changed(name, resized)
 
-    def path_wwid_changed(self, name):
-        """The change uevent after a rescan found another volume behind the device: udev recomputes
-        the by-id links, multipathd compares the path's WWID (policy: the ``wwid_change`` knob)."""
+    def path_wwid_changed(self, name, resized=True):
+        """A rescan found another volume behind the device.  Seen on the lab (kernel 6.1, multipath-tools
+        0.9.4): the kernel sends a "change" uevent only when the capacity changed.  Then udev recomputes the
+        by-id links and multipathd logs "path wwid changed", removes the path from its map (an unused map
+        left without paths is flushed) and adds it again as a new path of the new WWID ("readd").  With the
+        same capacity there is no uevent: only device/wwid changes, udev and multipathd notice nothing
+        ("ignore").  The ``wwid_change`` knob forces a policy (readd, ignore, or fail: failed in its map)."""
         d = self.st["disks"][name]
-        policy = self.fault("wwid_change", "fail")
+        policy = self.fault("wwid_change", None) or ("readd" if resized else "ignore")
         if policy == "ignore":
             return
         old, new = d["wwid"], udev_wwid(d["sysfs_wwid"])
@@ -979,7 +984,8 @@ class Sim(object):
         m = self.st["maps"][dm]
         self._slave_link(dm, name)
         m["paths"][name] = self._path_state(name, dm)
-        m["queueing"] = not m.get("no_queueing", False)
+        # a reload: queueing comes from the config again (no_path_retry), even after disablequeueing (lab)
+        m["queueing"], m["no_queueing"] = True, False
         s = self.st["sessions"].get(str(self.st["disks"][name]["sid"]))
         if s is not None:
             self.attr(self.session_attr_dir(s) + "/recovery_tmo", FAST_IO_FAIL_TMO)
@@ -1059,7 +1065,9 @@ class Sim(object):
         if not m["paths"] and (self.mpathd_up() or daemon_cmd) and not self.map_in_use(dm):
             self.remove_map(dm)
         elif self.mpathd_up() or daemon_cmd:
-            m["queueing"] = not m.get("no_queueing", False)
+            # the reload without the path turns queueing back on, even after disablequeueing: on the lab
+            # multipathd 0.9.4 logs "reload [... 1 queue_if_no_path ...]" and "Entering recovery mode"
+            m["queueing"], m["no_queueing"] = True, False
         return dm
 
     def mpathd_check(self, name):

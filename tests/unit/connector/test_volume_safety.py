@@ -323,3 +323,136 @@ def test_a_name_whose_first_address_is_dead_logs_in_on_the_next_one(host):
     assert host.fs.listdir("/etc/iscsi/nodes/%s" % IQN) == ["10.0.0.2,3260,-1"]
     conn(host).disconnect(iscsi.build_paths(["array.example"], [IQN], [0], resolver=names))
     assert host.snapshot() == before
+
+
+# -- a reused LUN number (the simulator's remap_lun behaves as the lab's kernel 6.1 + multipath-tools 0.9.4) ------
+def test_rerun_after_the_array_reused_the_lun_fails_and_touches_nothing(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    res = attach(host, [P1, P2])
+    wa = res["wwid"]
+    new = host.remap_lun(IQN, 0)   # same size: no uevent, multipathd notices nothing
+    disks, sessions, maps = dict(host.disks()), host.sessions(IQN), host.maps()
+    c = conn(host, wwid=wa)
+    with pytest.raises(VolumeMismatch) as ei:
+        c.connect(paths([P1, P2]))
+    assert wa in str(ei.value) and new["wwid"] in str(ei.value)
+    assert c.runner.history == []
+    assert sorted(host.disks()) == sorted(disks) and host.sessions(IQN) == sessions and host.maps() == maps
+    # the rescan made the kernel tell the truth about each path
+    assert all(host.fs.read("/sys/block/%s/device/wwid" % n) == new["sysfs_wwid"] for n in disks)
+
+
+def test_rerun_without_a_wwid_refuses_paths_that_disagree_with_their_map(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    attach(host, [P1, P2])
+    host.remap_lun(IQN, 0)
+    c = conn(host)
+    with pytest.raises(VolumeMismatch) as ei:
+        c.connect(paths([P1, P2]))
+    assert "disagree" in str(ei.value) and c.runner.history == []
+
+
+def test_detach_with_the_old_wwid_removes_only_the_stale_paths(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    res = attach(host, [P1, P2])
+    wa, dm = res["wwid"], res["device"][5:]
+    stale, = sd_of(host, P1)
+    new = host.remap_lun(IQN, 0)
+    # the kernel met the new volume on P2: its path was deleted and LUN 0 scanned there again
+    old2, = sd_of(host, P2)
+    host.delete_device(old2)
+    s2 = host.sessions(IQN, P2)[0]
+    fresh, = host.scan(s2["host"], lun=0)
+    assert host.disks()[fresh]["wwid"] == new["wwid"] and slaves(host, dm) == [stale]
+    c = conn(host, wwid=wa)
+    out = c.disconnect(paths([P1, P2]))
+    assert out["leftovers"] == [] and out["removed"]["maps"] == [res["multipath_map"]]
+    assert any(fresh in k and new["wwid"] in k for k in out["removed"]["kept_devices"])
+    assert not host.fs.exists("/sys/block/%s" % dm) and not host.fs.exists("/sys/block/%s" % stale)
+    assert host.fs.exists("/sys/block/%s" % fresh)
+    assert [s["portal"] for s in host.sessions(IQN)] == [P2]
+
+
+def test_detach_without_a_wwid_never_picks_among_paths_that_disagree(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    attach(host, [P1, P2])
+    new = host.remap_lun(IQN, 0)
+    one, = sd_of(host, P2)
+    host.fs.write("/sys/block/%s/device/rescan" % one, "1")   # same size: it stays in map A, reporting B
+    snap = host.snapshot()
+    c = conn(host)
+    with pytest.raises(VolumeMismatch) as ei:
+        c.disconnect(paths([P1, P2]))
+    assert new["wwid"] in str(ei.value) and "give the WWID" in str(ei.value)
+    assert c.runner.history == [] and host.snapshot() == snap
+
+
+# -- mixed paths: a device of the volume outside its map ---------------------------------------------------
+def test_an_open_path_outside_the_map_is_refused_before_anything_is_removed(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    res = attach(host, [P1, P2])
+    outside, = sd_of(host, P2)
+    assert host.run("multipathd", "del", "path", "/dev/" + outside)[0] == 0
+    host.hold_open(outside, pid=4343, comm="backup")
+    snap = host.snapshot()
+    c = conn(host)
+    with pytest.raises(DeviceBusy) as ei:
+        c.disconnect(paths([P1, P2]))
+    assert "/dev/%s" % outside in str(ei.value) and "4343" in str(ei.value) and "outside" in str(ei.value)
+    assert c.runner.history == [] and host.snapshot() == snap
+    assert res["multipath"]
+
+
+def test_a_mounted_path_that_could_not_join_the_map_is_refused(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    first = attach(host, [P1], multipath="off")
+    host.mount(first["device"], "/mnt/p1")
+    attach(host, [P1, P2])
+    snap = host.snapshot()
+    with pytest.raises(DeviceBusy) as ei:
+        conn(host).disconnect(paths([P1, P2]))
+    assert "/mnt/p1" in str(ei.value)
+    assert host.snapshot() == snap
+
+
+# -- force on an open map ---------------------------------------------------------------------------------
+def test_force_on_an_open_map_disables_queueing_names_the_holder_and_removes_the_paths(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    res = attach(host, [P1, P2])
+    host.hold_open(res["device"], pid=5151, comm="qemu")
+    c = conn(host)
+    out = c.disconnect(paths([P1, P2]), force=True, ignore_errors=True)
+    text = " ".join(out["problems"])
+    assert "queueing disabled" in text and "pid 5151" in text and "data may be lost" in text
+    assert host.sessions(IQN) == [] and not [n for n in host.disks()]
+    # the map stays while it is held, with no path and no queueing: its I/O fails instead of hanging
+    dm = res["device"][5:]
+    assert host.fs.exists("/sys/block/%s" % dm) and slaves(host, dm) == []
+    assert host.map_features(dm) == "0"
+    assert any(res["multipath_map"] in x for x in out["leftovers"])
+
+
+def test_without_force_an_open_map_keeps_everything(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    res = attach(host, [P1, P2])
+    host.hold_open(res["device"], pid=5252, comm="qemu")
+    snap = host.snapshot()
+    with pytest.raises(Exception) as ei:
+        conn(host).disconnect(paths([P1, P2]))
+    assert "in use" in str(ei.value)
+    assert host.snapshot() == snap and host.map_features(res["device"][5:]) == "1 queue_if_no_path"
+
+
+def test_check_mode_returns_the_plan_of_a_partial_detach(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64, 1: 64})
+    res = attach(host, [P1, P2])
+    attach(host, [P2], lun=1, multipath="off")
+    snap = host.snapshot()
+    c = conn(host, wwid=res["wwid"])
+    out = c.disconnect(paths([P2]), check_mode=True)
+    r = out["removed"]
+    gone, = sd_of(host, P2)
+    assert r["paths_out_of_map"] == ["/dev/%s from %s" % (gone, res["multipath_map"])]
+    assert r["maps"] == [] and r["logout"] == [] and "LUN 1" in r["kept_sessions"][0]
+    assert r["kept_maps"][0].startswith(res["multipath_map"])
+    assert c.runner.history == [] and host.snapshot() == snap

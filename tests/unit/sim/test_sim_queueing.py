@@ -32,9 +32,15 @@ def test_features_default_and_multipathd_queueing_commands(host):
     assert host.map_features(wwid) == "0"
     assert host.run("multipath", "-ll", wwid)[1].splitlines()[1] == "size=64M features='0' hwhandler='1 alua' wp=rw"
     assert host.run("multipathd", "show", "maps", "raw", "format", "%n %Q")[1] == "%s off\n" % wwid
-    # multipathd's own reloads (a path leaves, a path joins) keep it off
+    # multipathd's own reloads (a path leaves, a path joins) turn it back on, as on the lab's 0.9.4
+    # ("reload [... 1 queue_if_no_path ...]", "Entering recovery mode")
     assert host.run("multipathd", "del", "path", "/dev/sdb")[0] == 0
+    assert host.map_features(wwid) == "1 queue_if_no_path"
+    assert host.run("multipathd", "show", "maps", "raw", "format", "%n %Q")[1] == "%s 12 chk\n" % wwid
+    assert host.run("multipathd", "disablequeueing", "map", wwid)[0] == 0
     assert host.run("multipathd", "add", "path", "/dev/sdb")[0] == 0
+    assert host.map_features(wwid) == "1 queue_if_no_path"
+    assert host.run("multipathd", "disablequeueing", "map", wwid)[0] == 0
     assert host.map_features(wwid) == "0"
     assert host.run("multipathd", "restorequeueing", "map", wwid) == (0, "ok\n", "")
     assert host.map_features(wwid) == "1 queue_if_no_path"

@@ -35,6 +35,7 @@ def test_remap_lun_gives_a_new_deterministic_wwid(host, tmp_path):
 
 
 def test_existing_devices_keep_the_old_identity_until_rescan(host):
+    """Another size: the rescan's capacity change sends a uevent, and multipathd re-adds the path (lab)."""
     old = _mp(host)
     fs = host.fs
     before = host.snapshot()
@@ -51,18 +52,12 @@ def test_existing_devices_keep_the_old_identity_until_rescan(host):
     assert fs.read("/sys/block/sdb/size") == str(128 * 2048)
     d = host.disks()["sdb"]
     assert (d["wwid"], d["sysfs_wwid"], d["size_mb"]) == (new["wwid"], new["sysfs_wwid"], 128)
-    # multipathd: the path is failed in its map (still a slave), never moved to another map
-    assert host.maps()["dm-0"]["paths"] == {"sda": "active", "sdb": "failed"}
-    assert fs.listdir("/sys/block/dm-0/slaves") == ["sda", "sdb"]
+    # multipathd (lab: "path wwid changed", "path removed from map"): the path leaves the old map and comes
+    # back as a new path of the new WWID, which is alone (find_multipaths): no map for it
+    assert host.maps()["dm-0"]["paths"] == {"sda": "active"}
+    assert fs.listdir("/sys/block/dm-0/slaves") == ["sda"]
     assert len(host.maps()) == 1
     assert "sdb: path wwid changed from '%s' to '%s'" % (old["wwid"], new["wwid"]) in host.multipathd_log()
-    r = sh(host, "multipathd", "show", "paths", "raw", "format", "%d %w %m %t")
-    assert r.stdout == "sda {0} {0} active\nsdb {1} {0} failed\n".format(old["wwid"], new["wwid"])
-    assert sh(host, "multipath", "-ll").stdout.splitlines()[-1].endswith("sdb 8:16  failed faulty running")
-    # the path checker does not bring it back: the WWID is still not the map's
-    host.path_fail(P2, session_state="FREE")
-    host.path_restore(P2)
-    assert host.maps()["dm-0"]["paths"]["sdb"] == "failed"
     # udev: the by-id links of the new WWID point at the path, the old ones at the map
     assert links(host, BYID) == {
         "scsi-" + old["wwid"]: "../../dm-0", "wwn-0x" + old["wwid"][1:]: "../../dm-0",
@@ -71,29 +66,31 @@ def test_existing_devices_keep_the_old_identity_until_rescan(host):
     # the map itself keeps its size; the other path keeps the old identity
     assert fs.read("/sys/block/dm-0/size") == str(64 * 2048)
     assert fs.read("/sys/block/sda/device/wwid") == old["sysfs_wwid"]
+    # the other path, rescanned too: the unused old map is flushed, the new volume gets a map of both paths
+    fs.write("/sys/block/sda/device/rescan", "1")
+    (m,) = host.maps().values()
+    assert m["wwid"] == new["wwid"] and sorted(m["paths"]) == ["sda", "sdb"]
     assert host.check() == []
 
 
-def test_iscsiadm_rescan_and_a_new_scan_see_the_new_volume(host):
+def test_a_same_size_remap_goes_unnoticed_until_someone_looks(host):
+    """The same size: no uevent after the rescan (lab), so udev and multipathd notice nothing; only
+    device/wwid tells, and the map keeps routing I/O to the new volume."""
     old = _mp(host)
     new = host.remap_lun(IQN, 0)
     # iscsiadm -m session -R rescans every device of the session
     assert sh(host, "iscsiadm", "-m", "session", "-r", "1", "-R").rc == 0
-    assert host.disks()["sda"]["wwid"] == new["wwid"]
-    assert host.maps()["dm-0"]["paths"] == {"sda": "failed", "sdb": "active"}
+    assert host.fs.read("/sys/block/sda/device/wwid") == new["sysfs_wwid"]
+    assert host.maps()["dm-0"]["paths"] == {"sda": "active", "sdb": "active"}
+    assert host.maps()["dm-0"]["wwid"] == old["wwid"]
+    assert "wwid changed" not in host.multipathd_log()
     # the other path goes away; a new scan makes a device with the new WWID that does not join the old map
     host.delete_device("sdb")
-    assert host.maps()["dm-0"]["paths"] == {"sda": "failed"}
+    assert host.maps()["dm-0"]["paths"] == {"sda": "active"}
     assert host.scan(3, lun=0) == ["sdb"]
     assert host.disks()["sdb"]["wwid"] == new["wwid"]
-    assert host.maps()["dm-0"]["paths"] == {"sda": "failed"}
+    assert host.maps()["dm-0"]["paths"] == {"sda": "active"}
     assert host.maps()["dm-0"]["wwid"] == old["wwid"] and len(host.maps()) == 1
-    # the new volume gets its own map once multipathd forgets the stale path and takes both again
-    assert host.run("multipathd", "del", "path", "/dev/sda") == (0, "ok\n", "")
-    assert "dm-0" not in host.maps()  # last path of an unused map: flushed
-    assert host.run("multipathd", "add", "path", "/dev/sda") == (0, "ok\n", "")
-    (m,) = host.maps().values()
-    assert m["wwid"] == new["wwid"] and sorted(m["paths"]) == ["sda", "sdb"]
     assert host.check() == []
 
 
