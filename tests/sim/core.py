@@ -1027,8 +1027,10 @@ class Sim(object):
 
     def mpathd_path_added(self, name, force=False):
         """uevent "add" of a path (or `multipathd add path`): join or build a map (find_multipaths yes).
-        A device that is claimed (mounted, swap, holders, exclusive open) cannot be in a dm table:
-        it stays out, and a new map is built from the peers that can join."""
+        A device that is claimed (mounted, swap, holders, exclusive open) cannot be in a dm table: it
+        cannot join an existing map, and a NEW map that would include it is not created at all (seen on
+        the lab: LUN 1 mounted through P1, then P2's path of it appears -> no map; multipathd's table load of
+        both paths fails and it does not retry with the others)."""
         if not self.mpathd_up():
             return None
         st = self.st
@@ -1046,7 +1048,7 @@ class Sim(object):
                  if not self.map_of_path(x["name"]) and not x.get("mpathd_forgot")]
         if len(peers) >= 2 or d["wwid"] in self._wwids():
             ok = [p for p in peers if self._joinable(p, d["wwid"])]
-            if not ok:
+            if len(ok) < len(peers):
                 return None
             dm = self.create_map(d["wwid"], ok)
             return dm if name in ok else None

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 """A path device that is claimed (mounted, swap, a busy partition, an exclusive open) cannot be loaded into a
-dm-multipath table: multipathd leaves it out ("mixed paths": a map plus a plain sd device of the same
-volume).  And `multipathd del path` takes exactly one path out of its map."""
+dm-multipath table: a new map that would include it is not made at all, an existing map does not take it
+(both as on the lab).  And `multipathd del path` takes exactly one path out of its map."""
 from simtest_util import IQN, P1, P2, links, sh
 
 BYID = "/dev/disk/by-id"
@@ -14,53 +14,44 @@ def _two_paths(host, luns=None):
     return t["luns"][0]["wwid"]
 
 
-def test_a_mounted_path_stays_out_of_the_map(host):
+def test_a_mounted_path_keeps_a_new_map_from_forming(host):
+    """Lab (multipath-tools 0.9.4): LUN 1 mounted through P1, then P2's path appears: multipathd's table load
+    of both paths fails with EBUSY ("failed in domap for addition of new path sdb"), no map is made, both
+    paths stay plain sd devices ("orphan"), and the WWID is not recorded."""
     wwid = _two_paths(host)
     fs = host.fs
     assert host.scan(2, lun=0) == ["sda"]
     host.mount("/dev/sda", "/mnt/direct")
     assert host.scan(3, lun=0) == ["sdb"]
-    # the map is built from the path that can join; the WWID is recorded as usual
-    m = host.maps()["dm-0"]
-    assert m["wwid"] == wwid and m["paths"] == {"sdb": "active"}
-    assert fs.listdir("/sys/block/dm-0/slaves") == ["sdb"] and fs.listdir("/sys/block/sda/holders") == []
-    assert "/%s/" % wwid in fs.read("/etc/multipath/wwids")
-    assert any("failed in domap for addition of new path sda" in ln and "Device or resource busy" in ln
+    assert host.maps() == {}
+    assert fs.listdir("/sys/block/sda/holders") == [] and fs.listdir("/sys/block/sdb/holders") == []
+    assert "/%s/" % wwid not in (fs.read("/etc/multipath/wwids") or "")
+    assert any("failed in domap for addition of new path" in ln and "Device or resource busy" in ln
                for ln in host.multipathd_log())
-    # sda is a plain sd device of the same volume beside the map
-    assert links(host, BYID)["scsi-" + wwid] == "../../dm-0"
-    assert host.run("multipathd", "show", "paths", "raw", "format", "%d %m")[1] == "sda [orphan]\nsdb %s\n" % wwid
-    assert host.run("multipath", "-ll")[1].count(" sd") == 1
-    # multipathd add path: the table load fails
-    r = sh(host, "multipathd", "add", "path", "/dev/sda")
-    assert (r.rc, r.stdout) == (1, "fail\n")
-    assert host.run("multipathd", "reconfigure")[0] == 0
-    assert sorted(host.maps()["dm-0"]["paths"]) == ["sdb"]
-    # once unmounted it can join
+    assert host.run("multipathd", "show", "paths", "raw", "format", "%d %m")[1] == "sda [orphan]\nsdb [orphan]\n"
+    # multipathd add path of the free path fails too (the map would take both), as on the lab
+    assert sh(host, "multipathd", "add", "path", "/dev/sdb").stdout == "fail\n"
+    assert sh(host, "multipathd", "add", "path", "/dev/sda").rc == 1
+    # once unmounted, adding a path builds the map of both
     host.umount("/mnt/direct")
     assert host.run("multipathd", "add", "path", "/dev/sda") == (0, "ok\n", "")
     assert sorted(host.maps()["dm-0"]["paths"]) == ["sda", "sdb"]
+    assert links(host, BYID)["scsi-" + wwid] == "../../dm-0"
     assert host.check() == []
 
 
-def test_no_path_can_join_no_map(host):
+def test_exclusive_open_and_swap_claim_a_path_too(host):
     wwid = _two_paths(host)
     host.scan(2, lun=0)
     host.swapon("/dev/sda")
     pid = host.hold_open("/dev/sda", exclusive=True)
     assert host.scan(3, lun=0) == ["sdb"]
-    # sda is claimed twice over, sdb is free: the map is built with sdb alone
-    assert host.maps()["dm-0"]["paths"] == {"sdb": "active"}
-    host.run("multipath", "-f", wwid)
-    host.run("multipath", "-w", wwid)
-    # now both are claimed: no map, and the WWID is not recorded
-    host.hold_open("/dev/sdb", pid=pid, exclusive=True)
-    assert host.run("multipathd", "reconfigure")[0] == 0
     assert host.maps() == {}
-    assert "/%s/" % wwid not in host.fs.read("/etc/multipath/wwids")
-    assert host.run("multipathd", "add", "path", "/dev/sdb") == (1, "fail\n", "")
-    host.release(pid)
+    assert host.run("multipathd", "reconfigure")[0] == 0
+    assert host.maps() == {} and "/%s/" % wwid not in (host.fs.read("/etc/multipath/wwids") or "")
     host.swapoff("/dev/sda")
+    assert host.run("multipathd", "add", "path", "/dev/sdb") == (1, "fail\n", "")  # still held O_EXCL
+    host.release(pid)
     assert host.run("multipathd", "add", "path", "/dev/sdb") == (0, "ok\n", "")
     assert sorted(host.maps()["dm-0"]["paths"]) == ["sda", "sdb"]
     assert host.check() == []
@@ -74,12 +65,12 @@ def test_busy_partition_claims_the_disk_and_a_plain_open_does_not(host):
     host.hold_open("/dev/sda", comm="cat")  # not exclusive: does not prevent joining
     assert host.fs.open_exclusive("/dev/sda") == "EBUSY"
     host.scan(3, lun=0)
-    assert host.maps()["dm-0"]["paths"] == {"sdb": "active"}
+    assert host.maps() == {}
     host.umount("/boot")
     assert host.fs.open_exclusive("/dev/sda") is None
     assert host.run("multipathd", "add", "path", "/dev/sda") == (0, "ok\n", "")
     assert sorted(host.maps()["dm-0"]["paths"]) == ["sda", "sdb"]
-    # a claimed third path of a volume with a map does not join it either
+    # a claimed third path of a volume that has a map does not join it (the map stays as it is)
     host.add_target(IQN, portals=[P1, P2, "10.0.0.3:3260"], luns={0: 64})
     host.login(IQN, "10.0.0.3:3260", scan="manual")
     host.scan(4, lun=0)  # sdc: free, joins at once
