@@ -49,6 +49,10 @@ def test_ready_state(lab):
     out = sh(lab, "lab-target show")
     assert "127.0.0.1:3260" in out and "127.0.0.2:3260" in out, out
     assert out.count("backstore fileio/lab") == 2, out
+    assert out.count("target iqn.") == 1 and "discovery_auth off" in out, out
+    # the config is saved, and restored by lab-target-restore.service on a cold boot
+    assert sh(lab, "systemctl is-enabled lab-target-restore.service").strip() == "enabled"
+    assert sh(lab, "test -s /etc/rtslib-fb-target/saveconfig.json && echo saved").strip() == "saved"
     assert sh(lab, "ls /sys/class/iscsi_session | wc -l").strip() == "0"
     assert sh(lab, "systemctl is-active multipathd").strip() == "active"
     conf = sh(lab, "multipathd show config")
