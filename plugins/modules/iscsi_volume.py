@@ -157,7 +157,7 @@ options:
       - With O(state=absent), go on when a device is in use or a flush fails, and remove every path, session
         and record of the volume.
       - B(Data written to the volume and not yet on the target may be lost.) A multipath map that is still open
-        (mounted, held by a process) cannot be removed: its queueing is disabled first
+        (mounted, held by a process) cannot be removed, so its queueing is disabled first
         (C(multipathd disablequeueing map)), so that I/O of whoever holds it fails at once instead of hanging
         forever once its last path is gone; the map is reported as a leftover (with its holders) until it is
         closed. See docs/detach.md.
@@ -169,10 +169,10 @@ options:
     default: false
 notes:
   - Secrets are never logged, returned or shown in warnings and errors.
-  - Portals may be host names: they are resolved (every address) before anything runs, because the kernel shows
+  - Portals may be host names; they are resolved (every address) before anything runs, because the kernel shows
     sessions with numeric addresses only. A new login uses the first address; a session on any address of the
     name belongs to the portal.
-  - One attach or detach per target at a time: the IQNs are resolved first (discovery), then every target IQN
+  - One attach or detach per target at a time. The IQNs are resolved first (discovery), then every target IQN
     involved is locked, in sorted order.
   - Node DB writes are serialised host-wide, as open-iscsi's DB fails with parallel writers.
 seealso:

@@ -43,7 +43,7 @@ options:
       portals:
         description:
           - Portals of the volume as C(address:port), C(address) (port 3260) or C([IPv6]:port).
-          - A host name is resolved (every address of it): the kernel shows sessions with numeric addresses.
+          - A host name is resolved (every address of it), as the kernel shows sessions with numeric addresses.
         type: list
         elements: str
         required: true

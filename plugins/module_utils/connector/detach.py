@@ -193,8 +193,8 @@ def plan_detach(fs, paths, iface="default", wwid=None, session_only=False, node_
         if wwid is None or have == wwid:
             plan.remove.append(r)
         elif r.map is not None:
-            plan.kept_devices.append((r, "a path of map %s, which serves WWID %s, not %s" % (r.map.name, r.map.wwid,
-                                                                                         wwid)))
+            why = "a path of map %s, which serves WWID %s, not %s" % (r.map.name, r.map.wwid, wwid)
+            plan.kept_devices.append((r, why))
         else:
             plan.kept_devices.append((r, "reports WWID %s, not %s" % (r.dev.wwid or "(none)", wwid)))
     _plan_maps(fs, plan)
@@ -346,9 +346,9 @@ class Detacher(object):
             if blockers:
                 self._refuse(r, blockers, plan)
         if plan.paths_out and not mp.daemon_running(self.fs, self.runner):
+            what = (", ".join(r.dev.dev for r in plan.paths_out), ", ".join(m.name for m, _s in plan.kept_maps))
             exc = DetachError("multipathd is not running: %s cannot be taken out of map(s) %s, which keep other "
-                              "paths; nothing was removed" % (", ".join(r.dev.dev for r in plan.paths_out),
-                                                               ", ".join(m.name for m, _s in plan.kept_maps)),
+                              "paths; nothing was removed" % what,
                               hint="start multipathd (systemctl start multipathd), or use force: the kernel "
                                    "then fails those paths in the map when they are deleted")
             if not self.force:

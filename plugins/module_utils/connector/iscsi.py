@@ -4,8 +4,8 @@
 """iSCSI attach and detach.
 
 Attach (``connect``): node records are created without discovery when portal and IQN are known,
-with manual LUN scan, CHAP and bounded login timeouts set in ONE ``--op update`` call; logins run
-in parallel; only the wanted LUN is scanned through sysfs; devices, WWID and the multipath map are
+with manual LUN scan and bounded login timeouts set in ONE ``--op update`` call (CHAP credentials are
+written into the record file, never on a command line: see ``write_record``); logins run in parallel; only the wanted LUN is scanned through sysfs; devices, WWID and the multipath map are
 found through sysfs.  A re-run that finds the volume attached runs no command at all.
 
 Detach (``disconnect``) is stateless: sessions, this volume's devices, other LUNs on the same
@@ -66,7 +66,8 @@ class Path(object):
 
 
 class Auth(object):
-    """CHAP credentials.  Secrets are registered with the runner so they are masked everywhere."""
+    """CHAP credentials.  Secrets are registered with the runner so they are masked everywhere, and they never go
+    on a command line: they are written into the node (or discovery) record files (see :func:`write_record`)."""
 
     def __init__(self, username=None, password=None, username_in=None, password_in=None,
                  discovery_username=None, discovery_password=None):
@@ -83,6 +84,9 @@ class Auth(object):
                 raise InvalidInput("a %s secret was given without a user name" % what)
             if user and not secret:
                 raise InvalidInput("a %s user name was given without a secret" % what)
+            if user or secret:
+                validate.chap_user(user, "%s user name" % what)
+                validate.chap_secret(secret, "%s secret" % what)
         if username_in and not username:
             raise InvalidInput("mutual CHAP needs session CHAP (username/password) too")
 
@@ -90,6 +94,7 @@ class Auth(object):
         return [s for s in (self.password, self.password_in, self.discovery_password) if s]
 
     def node_params(self):
+        """The node record's auth settings as (key, value) pairs (written to the record file, never to argv)."""
         if not self.username:
             return []
         p = [("node.session.auth.authmethod", "CHAP"),
@@ -99,6 +104,89 @@ class Auth(object):
             p += [("node.session.auth.username_in", self.username_in),
                   ("node.session.auth.password_in", self.password_in)]
         return p
+
+    def discovery_params(self):
+        """The discovery record's auth settings as (key, value) pairs."""
+        if not self.discovery_username:
+            return []
+        return [("discovery.sendtargets.auth.authmethod", "CHAP"),
+                ("discovery.sendtargets.auth.username", self.discovery_username),
+                ("discovery.sendtargets.auth.password", self.discovery_password)]
+
+
+# -- records written without iscsiadm ---------------------------------------------------------------
+# Every auth key of a record: the lines we write replace all of them (a stale mutual CHAP pair must not survive).
+NODE_AUTH_KEYS = ("node.session.auth.authmethod", "node.session.auth.username", "node.session.auth.password",
+                  "node.session.auth.username_in", "node.session.auth.password_in")
+DISCOVERY_AUTH_KEYS = ("discovery.sendtargets.auth.authmethod", "discovery.sendtargets.auth.username",
+                       "discovery.sendtargets.auth.password", "discovery.sendtargets.auth.username_in",
+                       "discovery.sendtargets.auth.password_in")
+SEND_TARGETS_DIRS = ("/etc/iscsi/send_targets", "/var/lib/iscsi/send_targets")
+# open-iscsi's own node-DB lock (idbm_lock(): link(lock, lock.write), retried every 10 ms; iscsiadm goes on
+# without it after 30 s).  Taken around our own writes so that an iscsiadm of the admin never reads half a file.
+IDBM_LOCK_DIRS = ("/run/lock/iscsi", "/var/lock/iscsi")
+IDBM_POLL = 0.01
+
+
+def record_with(text, keys, params):
+    """The record ``text`` with every line of ``keys`` replaced by ``params`` ((key, value) pairs), written as
+    iscsiadm writes them (``key = value``), before ``# END RECORD``.  open-iscsi 2.0/2.1 read a record line by
+    line, ``key = value``, blanks around the value dropped; the last line of a key wins."""
+    keep = []
+    for line in text.splitlines():
+        key = line.split("=", 1)[0].strip() if "=" in line and not line.lstrip().startswith("#") else None
+        if key in keys:
+            continue
+        keep.append(line)
+    new = ["%s = %s" % (k, v) for k, v in params]
+    end = [i for i, line in enumerate(keep) if line.strip() == "# END RECORD"]
+    at = end[-1] if end else len(keep)
+    return "\n".join(keep[:at] + new + keep[at:]) + "\n"
+
+
+class IdbmLock(object):
+    """open-iscsi's node-DB write lock (``/run/lock/iscsi/lock.write``), bounded by ``timeout`` seconds.
+
+    iscsiadm itself gives up waiting after 30 s and goes on (a crashed iscsiadm leaves the link behind); so do we,
+    with a warning, and then leave the link alone."""
+
+    def __init__(self, fs, timeout=30.0, clock=time.monotonic, sleep=time.sleep):
+        self.fs = fs
+        self.timeout = timeout
+        self.clock = clock
+        self.sleep = sleep
+        self.write_path = None
+        self.stale = None
+
+    def __enter__(self):
+        d = next((x for x in IDBM_LOCK_DIRS if self.fs.isdir(x)), None)
+        if d is None:
+            return self  # no iscsiadm ever ran here: there is nobody to exclude
+        lock, write = d + "/lock", d + "/lock.write"
+        self.fs.create_private(lock)
+        deadline = self.clock() + self.timeout
+        while not self.fs.link(lock, write):
+            if self.clock() >= deadline:
+                self.stale = write
+                return self
+            self.sleep(IDBM_POLL)
+        self.write_path = write
+        return self
+
+    def __exit__(self, *exc):
+        if self.write_path:
+            self.fs.unlink(self.write_path)
+            self.write_path = None
+        return False
+
+
+def write_record(fs, path, keys, params):
+    """Replace the ``keys`` lines of record file ``path`` by ``params``: a new file (mode 0600) renamed over the
+    old one.  Refuses a record that is not a regular file owned by us (a link could point anywhere)."""
+    if not fs.is_private_file(path):
+        raise AttachError("refusing to write CHAP credentials into %s: it is not a regular file owned by the user "
+                          "running the task" % path, hint="check the open-iscsi record directory")
+    fs.write_private(path, record_with(fs.read_raw(path) or "", keys, params))
 
 
 class Connector(object):
@@ -166,28 +254,79 @@ class Connector(object):
         return ["iscsiadm", "-m", "node", "-T", path.iqn, "-p", str(path.portal),
                 "-I", self.iface] + list(rest)
 
-    def _node_db(self, argv, ok=(0,), timeout=None):
-        """A node DB write: serialised host-wide, retried on IDBM failure (rc 6) with backoff."""
-        self.node_lock.acquire()
+    def _node_db(self, argv, ok=(0,), timeout=None, locked=False):
+        """A node DB write: serialised host-wide, retried on IDBM failure (rc 6) with backoff.
+        ``locked``: the caller holds the node lock already."""
+        if not locked:
+            self.node_lock.acquire()
         try:
             return self.runner.run(argv, ok_codes=ok, timeout=timeout or self.command_timeout, retries=3, delay=0.2,
                                    retry_codes=(RC_IDBM,))
         finally:
-            self.node_lock.release()
+            if not locked:
+                self.node_lock.release()
+
+    def record_files(self, path):
+        """The files of the node records of ``path`` on this iface, in both layouts open-iscsi writes: a static
+        record is a flat file ``nodes/IQN/ADDR,PORT`` (open-iscsi 2.1 for ``--op new``) or
+        ``nodes/IQN/ADDR,PORT,TPGT/IFACE`` (a discovered one, and the simulator's)."""
+        out = []
+        want = (path.portal.host.lower(), str(path.portal.port))
+        for d in NODE_DIRS:
+            base = "%s/%s" % (d, path.iqn)
+            for e in self.fs.listdir(base):
+                parts = e.split(",")
+                if len(parts) not in (2, 3) or (parts[0].lower(), parts[1]) != want:
+                    continue
+                full = "%s/%s" % (base, e)
+                if len(parts) == 3 and self.fs.isdir(full):
+                    if self.fs.lexists("%s/%s" % (full, self.iface)):
+                        out.append("%s/%s" % (full, self.iface))
+                elif len(parts) == 2 and not self.fs.isdir(full):
+                    iface = None
+                    for line in (self.fs.read_raw(full) or "").splitlines():
+                        if line.startswith("iface.iscsi_ifacename"):
+                            iface = line.split("=", 1)[1].strip()
+                    if (iface or "default") == self.iface:
+                        out.append(full)
+        return out
+
+    def _write_records(self, files, keys, params):
+        """Write ``params`` into every record of ``files``; the caller holds the node lock."""
+        with IdbmLock(self.fs, timeout=self.command_timeout, clock=self.clock, sleep=self.sleep) as il:
+            for f in files:
+                write_record(self.fs, f, keys, params)
+        if il.stale:
+            self.warnings.append("open-iscsi's node DB lock %s was held for %ss (a crashed iscsiadm?): the record "
+                                 "was written without it" % (il.stale, self.command_timeout))
 
     def _prepare_node(self, path, created):
-        if not self.node_exists(path):
+        if not self.node_exists(path) and not self.record_files(path):
             self._node_db(self._node_argv(path, "--op", "new"))
             created["nodes"].append(path)
         params = [("node.session.scan", "manual"),
                   ("node.startup", self.startup),
                   ("node.conn[0].timeo.login_timeout", str(int(self.login_timeout))),
                   ("node.session.initial_login_retry_max", str(int(self.login_retries)))]
-        params += self.auth.node_params()
         argv = self._node_argv(path, "--op", "update")
         for k, v in params:
             argv += ["-n", k, "-v", v]
-        self._node_db(argv)
+        auth = self.auth.node_params()
+        if not auth:
+            self._node_db(argv)
+            return
+        # CHAP: the credentials go into the record file itself (mode 0600), never on a command line, where any
+        # local user could read them in /proc/PID/cmdline.  Same lock as iscsiadm's writes, and open-iscsi's own.
+        self.node_lock.acquire()
+        try:
+            self._node_db(argv, locked=True)
+            files = self.record_files(path)
+            if not files:
+                raise AttachError("the node record of %s was not found after it was written: its CHAP credentials "
+                                  "cannot be set" % path, hint="check /etc/iscsi/nodes (or /var/lib/iscsi/nodes)")
+            self._write_records(files, NODE_AUTH_KEYS, auth)
+        finally:
+            self.node_lock.release()
 
     def _login(self, path):
         """Log in; returns (rc, message).  Bounded by the node's login settings and our timeout."""
@@ -203,27 +342,75 @@ class Connector(object):
         return r.rc, (msg[-1] if msg else "")
 
     # ------------------------------------------------------------------ discovery
+    def discovery_record(self, portal):
+        """The file of the SendTargets discovery record of ``portal`` (``send_targets/ADDR,PORT/st_config``),
+        or None."""
+        for d in SEND_TARGETS_DIRS:
+            f = "%s/%s,%d/st_config" % (d, portal.host, portal.port)
+            if self.fs.lexists(f):
+                return f
+        return None
+
     def discover(self, portal):
-        """SendTargets discovery on ``portal`` that stores nothing in the node DB.
-        Returns a list of (Portal-string, iqn)."""
-        argv_base = ["iscsiadm", "-m", "discoverydb", "-t", "sendtargets", "-p", str(portal),
-                     "-I", self.iface]
+        """SendTargets discovery on ``portal`` that stores nothing in the node DB and leaves every record it did
+        not create as it was.  Returns a list of (Portal-string, iqn).
+
+        Without discovery CHAP: ``iscsiadm -m discovery ... --op nonpersistent`` (it reads no record and writes
+        none).  With discovery CHAP, iscsiadm reads the credentials from the portal's discovery record, so:
+        when there is none, one is made (``--op new``), the credentials are written into its file, the discovery
+        runs ``--op nonpersistent`` and the record is deleted again; when the admin has one, its file is saved,
+        our credentials are written into it for the discovery, and its exact bytes are put back afterwards.  The
+        node lock is held throughout, so two of our discoveries never see each other's credentials."""
+        timeout = self.login_timeout * 2 + 10
         a = self.auth
-        if a.discovery_username:
-            self._node_db(argv_base + ["--op", "new"], ok=(0, RC_SESS_EXISTS))
-            self._node_db(argv_base + ["--op", "update",
-                                       "-n", "discovery.sendtargets.auth.authmethod", "-v", "CHAP",
-                                       "-n", "discovery.sendtargets.auth.username", "-v", a.discovery_username,
-                                       "-n", "discovery.sendtargets.auth.password", "-v", a.discovery_password])
-            try:
-                r = self.runner.run(argv_base + ["--discover", "--op", "nonpersistent"],
-                                    timeout=self.login_timeout * 2 + 10)
-            finally:
-                self._node_db(argv_base + ["--op", "delete"], ok=(0, RC_NO_OBJS))
-        else:
+        if not a.discovery_username:
             r = self.runner.run(["iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", str(portal),
-                                 "-I", self.iface, "--op", "nonpersistent"],
-                                timeout=self.login_timeout * 2 + 10)
+                                 "-I", self.iface, "--op", "nonpersistent"], timeout=timeout)
+            return self._parse_discovery(r)
+        argv_base = ["iscsiadm", "-m", "discoverydb", "-t", "sendtargets", "-p", str(portal), "-I", self.iface]
+        self.node_lock.acquire()
+        try:
+            rec = self.discovery_record(portal)
+            saved = None if rec is None else self.fs.read_raw(rec)
+            if rec is not None and saved is None:
+                raise AttachError("cannot read the discovery record %s" % rec)
+            try:
+                if rec is None:
+                    self._node_db(argv_base + ["--op", "new"], locked=True)
+                rec_now = self.discovery_record(portal)
+                if rec_now is None:
+                    raise AttachError("the discovery record of %s was not found after it was created: the discovery "
+                                      "CHAP credentials cannot be set" % portal,
+                                      hint="check /etc/iscsi/send_targets (or /var/lib/iscsi/send_targets)")
+                self._write_records([rec_now], DISCOVERY_AUTH_KEYS, a.discovery_params())
+                r = self.runner.run(argv_base + ["--discover", "--op", "nonpersistent"], timeout=timeout)
+            finally:
+                self._restore_discovery(portal, argv_base, rec, saved)
+        finally:
+            self.node_lock.release()
+        return self._parse_discovery(r)
+
+    def _restore_discovery(self, portal, argv_base, rec, saved):
+        """Put the discovery record back as it was: the admin's bytes, or no record at all (ours is deleted, and
+        only when nothing was found through it, so no node record goes with it)."""
+        now = self.discovery_record(portal)
+        if rec is not None:
+            with IdbmLock(self.fs, timeout=self.command_timeout, clock=self.clock, sleep=self.sleep):
+                self.fs.write_private(rec, saved)
+            return
+        if now is None:
+            return
+        others = [e for e in self.fs.listdir(now.rsplit("/", 1)[0]) if e != "st_config"]
+        if others:
+            # someone discovered through this portal meanwhile: keep their links, drop only our credentials
+            self._write_records([now], DISCOVERY_AUTH_KEYS, [("discovery.sendtargets.auth.authmethod", "None")])
+            self.warnings.append("the discovery record of %s made for this discovery was kept: %s" % (
+                portal, ", ".join(others)))
+            return
+        self._node_db(argv_base + ["--op", "delete"], ok=(0, RC_NO_OBJS), locked=True)
+
+    @staticmethod
+    def _parse_discovery(r):
         found = []
         for line in (r.stdout or "").splitlines():
             parts = line.split()

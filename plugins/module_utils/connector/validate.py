@@ -16,9 +16,23 @@ from .errors import InvalidInput
 DEFAULT_PORT = 3260
 MAX_LUN = 0xFFFFFFFF
 
-_IQN = re.compile(r"^iqn\.\d{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[^\s]+)?\Z")
+# RFC 3720 section 3.2.6: "iqn." yyyy-mm "." reversed domain name of the naming authority, then optionally ":"
+# and a string of the characters an iSCSI name may hold (RFC 3722 stringprep output: ASCII letters, digits,
+# '-', '.', ':'; letters are compared lower-cased).  Unicode characters RFC 3722 would allow are refused: a
+# name ends up in file names and command lines.  223 bytes at most.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_IQN = re.compile(r"^iqn\.[0-9]{4}-(?:0[1-9]|1[0-2])\." + _LABEL + r"(?:\." + _LABEL + r")*(?::[a-z0-9.:-]+)?\Z")
 _EUI = re.compile(r"^eui\.[0-9A-Fa-f]{16}\Z")
-_NAA = re.compile(r"^naa\.([0-9A-Fa-f]{16}|[0-9A-Fa-f]{32})\Z")
+_NAA = re.compile(r"^naa\.(?:[0-9A-Fa-f]{16}|[0-9A-Fa-f]{32})\Z")
+MAX_ISCSI_NAME = 223
+# Control characters (C0, DEL, C1): never accepted in any input (NUL makes a command line impossible, newlines
+# forge log lines and record lines, escapes drive terminals).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# What may surround a value and is trimmed (and nothing else).
+_TRIM = " \t\r\n"
+# open-iscsi keeps CHAP user names and secrets in char[256] fields of its records.
+MAX_CHAP = 255
+MAX_PATH = 4096
 _HOSTNAME = re.compile(r"^(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\Z")
 _IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\Z")
 _IPV6_CHARS = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\Z")
@@ -31,20 +45,126 @@ _SYSFS_WWID_PREFIX = (("naa.", "3"), ("eui.", "2"), ("t10.", "1"))
 RESOLVE_TIMEOUT = 5.0
 
 
+def show(value, limit=80):
+    """``value`` as it may appear in a message: control characters escaped, long values cut."""
+    if not isinstance(value, str):
+        value = repr(value)
+    if _CONTROL.search(value):
+        value = value.encode("unicode_escape").decode("ascii")
+    if len(value) > limit:
+        value = value[:limit - 3] + "..."
+    return value
+
+
+def has_control(value):
+    """True if the string ``value`` holds a control character (NUL, newline, escape, DEL, C1...)."""
+    return bool(_CONTROL.search(value))
+
+
+def text(value, what, empty_ok=False, max_len=255):
+    """A string option without control characters, trimmed of surrounding blanks."""
+    if value is None and empty_ok:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput("%s must be a string, got %s" % (what, type(value).__name__))
+    v = value.strip(_TRIM)
+    if not v and not empty_ok:
+        raise InvalidInput("%s is empty" % what)
+    if has_control(v):
+        raise InvalidInput("%s '%s' contains control characters" % (what, show(v)))
+    if len(v) > max_len:
+        raise InvalidInput("%s is longer than %d characters" % (what, max_len))
+    return v
+
+
 def iqn(value, what="target IQN"):
-    v = (value or "").strip()
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput("%s must be a string, got %s" % (what, type(value).__name__))
+    v = (value or "").strip(_TRIM)
     if not v:
         raise InvalidInput("%s is empty" % what)
-    if v.lower().startswith("iqn."):
-        # RFC 3720: case-insensitive; the naming authority must be lowercase after normalisation.
-        if not _IQN.match(v.lower()) or any(c.isspace() for c in v):
-            raise InvalidInput("%s '%s' is malformed" % (what, v),
-                               hint="expected iqn.YYYY-MM.reversed.domain[:identifier]")
+    low = v.lower()
+    bad = has_control(v) or len(v.encode("utf-8")) > MAX_ISCSI_NAME
+    if low.startswith("iqn."):
+        # RFC 3720: case-insensitive, so the check is on the lower-cased name.  '..' is refused too (an empty
+        # label of the naming authority, and nothing an array hands out after the colon).
+        if bad or not _IQN.match(low) or ".." in low:
+            raise InvalidInput("%s '%s' is malformed" % (what, show(v)),
+                               hint="expected iqn.YYYY-MM.reversed.domain[:identifier] (RFC 3720): letters, "
+                                    "digits, '-', '.' and ':' only, at most %d bytes" % MAX_ISCSI_NAME)
         return v
-    if _EUI.match(v) or _NAA.match(v):
+    if not bad and (_EUI.match(v) or _NAA.match(v)):
         return v
-    raise InvalidInput("%s '%s' is malformed" % (what, v),
+    raise InvalidInput("%s '%s' is malformed" % (what, show(v)),
                        hint="expected iqn.YYYY-MM.domain[:id], eui.<16 hex> or naa.<16|32 hex>")
+
+
+def chap_user(value, what="CHAP user name"):
+    """A CHAP user name as open-iscsi stores it: 1-255 bytes, no control characters, no surrounding blanks
+    (open-iscsi's record parser would drop them)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput("%s must be a non-empty string" % what)
+    if has_control(value):
+        raise InvalidInput("%s '%s' contains control characters" % (what, show(value)))
+    if value != value.strip() or value == "<empty>" or len(value.encode("utf-8")) > MAX_CHAP:
+        raise InvalidInput("%s '%s' cannot be stored in an open-iscsi record" % (what, show(value)),
+                           hint="at most %d bytes, no leading or trailing blanks" % MAX_CHAP)
+    return value
+
+
+def chap_secret(value, what="CHAP secret"):
+    """A CHAP secret open-iscsi can store and read back unchanged.  The messages never show the value."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput("%s must be a non-empty string" % what)
+    if has_control(value):
+        raise InvalidInput("%s contains control characters (a newline, NUL, tab...); they cannot be stored" % what)
+    if value != value.strip() or value == "<empty>" or len(value.encode("utf-8")) > MAX_CHAP:
+        raise InvalidInput("%s cannot be stored in an open-iscsi record" % what,
+                           hint="at most %d bytes, no leading or trailing blanks (open-iscsi drops them)" % MAX_CHAP)
+    return value
+
+
+def lock_dir(value, what="lock_dir"):
+    """An absolute directory path without control characters (the lock directory)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput("%s must be a non-empty path" % what)
+    if has_control(value):
+        raise InvalidInput("%s '%s' contains control characters" % (what, show(value)))
+    if not value.startswith("/") or len(value) > MAX_PATH:
+        raise InvalidInput("%s '%s' is not an absolute path" % (what, show(value)),
+                           hint="use a directory only root can write, such as /run/brick-storage")
+    if "\x00" in value or ".." in value.split("/"):
+        raise InvalidInput("%s '%s' is not a normalised path (no '..')" % (what, show(value)))
+    return value
+
+
+def seconds(value, what, minimum=0.0, maximum=86400.0, zero_ok=True):
+    """A finite number of seconds in [minimum, maximum] (0 allowed only with ``zero_ok``)."""
+    if isinstance(value, bool):
+        raise InvalidInput("%s must be a number of seconds, not a boolean" % what)
+    try:
+        f = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput("%s '%s' is not a number" % (what, show(value)))
+    if f != f or f in (float("inf"), float("-inf")) or f < minimum or f > maximum or (f == 0 and not zero_ok):
+        low = ">= %s" % minimum if zero_ok or minimum > 0 else "> 0"
+        raise InvalidInput("%s %s is out of range: it must be %s and at most %s seconds" % (
+            what, show(value), low, maximum))
+    return f
+
+
+def count(value, what, minimum=0, maximum=1000):
+    """An integer in [minimum, maximum]."""
+    if isinstance(value, bool):
+        raise InvalidInput("%s must be an integer, not a boolean" % what)
+    if not isinstance(value, int):
+        try:
+            value = int(str(value).strip())
+        except (TypeError, ValueError):
+            raise InvalidInput("%s '%s' is not an integer" % (what, show(value)))
+    if not minimum <= value <= maximum:
+        raise InvalidInput("%s %s is out of range %d-%d" % (what, value, minimum, maximum))
+    return value
 
 
 def _is_ipv6(addr):
@@ -108,9 +228,11 @@ class Portal(object):
 
 
 def portal(value, what="portal"):
-    v = (value or "").strip() if isinstance(value, str) else value
+    v = (value or "").strip(_TRIM) if isinstance(value, str) else value
     if not v or not isinstance(v, str):
         raise InvalidInput("%s is empty" % what)
+    if has_control(v) or len(v) > 300:
+        raise InvalidInput("%s '%s' contains characters that are not allowed" % (what, show(v)))
     if v.startswith("["):
         end = v.find("]")
         if end < 0:
@@ -152,7 +274,7 @@ def lun(value, what="LUN"):
 def name(value, what="name"):
     v = (value or "")
     if not isinstance(v, str) or not _SAFE_NAME.match(v) or len(v) > 255:
-        raise InvalidInput("%s '%s' contains characters that are not allowed" % (what, value))
+        raise InvalidInput("%s '%s' contains characters that are not allowed" % (what, show(value)))
     return v
 
 
@@ -161,8 +283,8 @@ def device_path(value, what="device"):
     v = value if isinstance(value, str) else ""
     if not v:
         raise InvalidInput("%s is empty" % what)
-    if "\x00" in v or not _SAFE_PATH_CHARS.match(v):
-        raise InvalidInput("%s '%s' contains characters that are not allowed" % (what, value),
+    if "\x00" in v or len(v) > MAX_PATH or not _SAFE_PATH_CHARS.match(v):
+        raise InvalidInput("%s '%s' contains characters that are not allowed" % (what, show(value)),
                            hint="give a path such as /dev/sdb or /dev/disk/by-id/...")
     parts = v.split("/")
     if ".." in parts or "." in parts or "//" in v:
@@ -179,7 +301,7 @@ def wwid(value, what="wwid"):
     (taken as an NAA identifier).  Raises InvalidInput for anything else."""
     v = value.strip() if isinstance(value, str) else ""
     if not v or len(v) > 256 or not _WWID_CHARS.match(v):
-        raise InvalidInput("%s '%s' is not a WWID" % (what, value),
+        raise InvalidInput("%s '%s' is not a WWID" % (what, show(value)),
                            hint="use the multipath/udev WWID (3600140...), the sysfs form (naa.600140...) "
                                 "or the WWN (0x600140...)")
     low = v.lower()

@@ -112,6 +112,12 @@ def test_reused_lun_rerun_with_the_old_wwid_fails_and_touches_nothing(lab, gm):
 
 
 def test_reused_lun_detach_with_the_old_wwid_removes_only_the_stale_paths(lab, gm):
+    # a second target on the same portals, attached beside: the detach of target1 must not touch it
+    t2 = T + "-b"
+    lab.target("add-target", "--iqn", t2, "--luns", "1")
+    other = gm.run("iscsi_volume", {"portals": [P1], "iqn": [t2], "lun": [0], "multipath": "off"})
+    sha2 = write_pattern(lab, other["device"])
+    sid_other = list(sessions(lab))
     res = gm.run("iscsi_volume", MP)
     wa = res["wwid"]
     sd = dict((p["portal"], p["device"][5:]) for p in res["paths"])
@@ -133,8 +139,11 @@ def test_reused_lun_detach_with_the_old_wwid_removes_only_the_stale_paths(lab, g
     assert any(sd[P2] in k and wb in k for k in out["removed"]["kept_devices"]), out["removed"]
     # kernel side: map A and its stale path are gone, B's path and its session stay, B is readable
     assert wa not in maps(lab)
-    assert sorted(disks(lab)) == [sd[P2]] and udev_wwid(disks(lab)[sd[P2]][1]) == wb
-    assert [s for s, p in sessions(lab).items() if p == P2] == sid2 and P1 not in sessions(lab).values()
+    assert sorted(disks(lab)) == sorted([sd[P2], other["device"][5:]]) and udev_wwid(disks(lab)[sd[P2]][1]) == wb
+    assert [s for s, p in sessions(lab).items() if p == P2] == sid2
+    # target1's P1 session is logged out; target2's session on the same portal stays, with its data
+    assert sorted(s for s, p in sessions(lab).items() if p == P1) == sid_other
+    assert read_sha(lab, other["device"]) == sha2
     read_sha(lab, "/dev/" + sd[P2])
 
 

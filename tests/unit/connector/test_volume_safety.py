@@ -271,8 +271,8 @@ def test_wwid_forms(value, want):
     assert validate.wwid(value) == want
 
 
-@pytest.mark.parametrize("value", ["", " ", "3600;rm", "a" * 300, None, 12], ids=["empty", "blank", "meta", "long",
-                                                                                    "none", "int"])
+@pytest.mark.parametrize("value", ["", " ", "3600;rm", "a" * 300, None, 12],
+                         ids=["empty", "blank", "meta", "long", "none", "int"])
 def test_bad_wwid_is_refused(value):
     with pytest.raises(InvalidInput):
         validate.wwid(value)
