@@ -68,8 +68,13 @@ def session_matches(session, path, iface):
         return True
     if str(session.port) != str(path.portal.port):
         return False
-    have = address_key(session.address)
-    return any(have == address_key(a.host) for a in path.addresses())
+    # a session made by someone else with a host name shows that name as its persistent address (lab: iscsiadm
+    # -p localhost gives persistent_address "localhost", address 127.0.0.1): compare both with every address
+    have = set(address_key(a) for a in (session.address, session.conn_address) if a)
+    want = set(address_key(a.host) for a in path.addresses())
+    if getattr(path, "name", None):
+        want.add(path.name.lower())
+    return bool(have & want)
 
 
 class DeviceRef(object):

@@ -43,13 +43,14 @@ class Path(object):
     as a host name (sessions on any of them are this path's); ``lun`` is None for a session-only
     logout."""
 
-    __slots__ = ("portal", "iqn", "lun", "aliases")
+    __slots__ = ("portal", "iqn", "lun", "aliases", "name")
 
-    def __init__(self, portal, iqn, lun, aliases=()):
+    def __init__(self, portal, iqn, lun, aliases=(), name=None):
         self.portal = portal
         self.iqn = iqn
         self.lun = lun
         self.aliases = list(aliases)
+        self.name = name  # the host name the portal was given as, if any
 
     def addresses(self):
         return ([self.portal] if self.portal is not None else []) + [a for a in self.aliases if a != self.portal]
@@ -204,7 +205,7 @@ class Connector(object):
         self.multipath_wait = multipath_wait
         self.auth = auth or Auth()
         for s in self.auth.secrets():
-            runner.add_secret(s)
+            runner.protect_secret(s)
         self.startup = startup
         # open-iscsi's node DB is not safe for parallel writers: writes are serialised with this
         # (a host-wide lock object with acquire()/release(), or a threading lock by default).
@@ -853,7 +854,8 @@ def build_paths(portals, iqns, luns, resolver=None, session_only=False):
         raise InvalidInput("give one LUN, or one per portal (%d portals, %d LUNs)" % (n, len(luns)))
     iqns = iqns * n if len(iqns) == 1 else iqns
     luns = luns * n if len(luns) == 1 else luns
-    return [Path(resolved[i][0], iqns[i], luns[i], aliases=resolved[i][1:]) for i in range(n)]
+    return [Path(resolved[i][0], iqns[i], luns[i], aliases=resolved[i][1:],
+                 name=None if resolved[i][0].host == ports[i].host.lower() else ports[i].host) for i in range(n)]
 
 
 __all__ = ["Auth", "Connector", "Path", "build_paths", "CommandError"]

@@ -42,7 +42,9 @@ def portal_str(addr, port):
 
 
 class Session(object):
-    __slots__ = ("sid", "host", "iqn", "state", "tpgt", "iface", "address", "port", "path")
+    # ``address`` is the persistent (configured) address, which is a host name when the record was made with
+    # one (iscsiadm -p localhost); ``conn_address`` is the connection's numeric address.
+    __slots__ = ("sid", "host", "iqn", "state", "tpgt", "iface", "address", "port", "path", "conn_address")
 
     def __init__(self, **kw):
         for k in self.__slots__:
@@ -101,12 +103,13 @@ def _session_from_dir(fs, host, sid, sdir):
     """``sdir`` is the session device dir (/sys/devices/platform/hostH/sessionS)."""
     attrs = "%s/iscsi_session/session%d" % (sdir, sid)
     conn = "%s/connection%d:0/iscsi_connection/connection%d:0" % (sdir, sid, sid)
-    addr = fs.read(conn + "/persistent_address") or fs.read(conn + "/address")
+    current = fs.read(conn + "/address")
+    addr = fs.read(conn + "/persistent_address") or current
     port = fs.read(conn + "/persistent_port") or fs.read(conn + "/port")
     return Session(sid=sid, host=host, iqn=fs.read(attrs + "/targetname"),
                    state=fs.read(attrs + "/state"), tpgt=fs.read_int(attrs + "/tpgt"),
                    iface=fs.read(attrs + "/ifacename") or "default", address=addr,
-                   port=int(port) if port and port.isdigit() else port, path=sdir)
+                   port=int(port) if port and port.isdigit() else port, path=sdir, conn_address=current)
 
 
 def iscsi_sessions(fs):

@@ -456,3 +456,17 @@ def test_check_mode_returns_the_plan_of_a_partial_detach(host):
     assert r["maps"] == [] and r["logout"] == [] and "LUN 1" in r["kept_sessions"][0]
     assert r["kept_maps"][0].startswith(res["multipath_map"])
     assert c.runner.history == [] and host.snapshot() == snap
+
+
+def test_a_session_someone_made_with_a_host_name_is_found(host):
+    """Lab finding: `iscsiadm -p localhost` gives persistent_address "localhost" and address 127.0.0.1."""
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    attach(host, [P1], multipath="off")
+    s = host.sessions(IQN)[0]
+    conn_dir = "/sys/class/iscsi_connection/connection%d:0" % s["sid"]
+    with open(host.fs.path(conn_dir + "/persistent_address"), "w") as f:
+        f.write("array.example\n")
+    names = fake_resolver({"array.example": ["10.0.0.1"]})
+    assert conn(host).connect(iscsi.build_paths(["array.example"], [IQN], [0], resolver=names))["changed"] is False
+    out = conn(host).disconnect(iscsi.build_paths([P1], [IQN], [0]))
+    assert out["changed"] and host.sessions(IQN) == []
