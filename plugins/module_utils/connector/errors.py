@@ -110,3 +110,11 @@ class VolumeMismatch(BrickError):
 
 class LockTimeout(BrickError):
     """The host lock was not acquired in time; ``details['holder']`` names the holder."""
+
+
+class SecretExposure(BrickError):
+    """A command line or a child's environment would have carried a secret: the command was not run."""
+
+
+class InternalError(BrickError):
+    """A bug: something failed that no input should make fail.  The message never carries a secret."""

@@ -8,7 +8,10 @@
 * each call names the exit codes it accepts;
 * retries use exponential backoff (``delay, delay*factor, ...`` capped at ``max_delay``);
 * secrets registered with the runner (or passed per call) are masked in the history and in
-  every error it raises;
+  every error it raises; a *protected* secret (:meth:`Runner.protect_secret`, the CHAP secrets) is more:
+  a command whose argv would carry it is refused, never run (``/proc/PID/cmdline`` is readable by every
+  local user), and no variable that carries it is handed on to a child's environment;
+* an argument with a NUL byte is refused with a message (it cannot be passed to exec);
 * ``Runner.history`` records every command run (the benchmarks count them).
 """
 
@@ -22,7 +25,7 @@ import subprocess
 import threading
 import time
 
-from .errors import CommandError, CommandNotFound, CommandTimeout
+from .errors import CommandError, CommandNotFound, CommandTimeout, InvalidInput, SecretExposure
 
 MASK = "********"
 DEFAULT_TIMEOUT = 30.0
@@ -78,6 +81,7 @@ class Runner(object):
         self.env = base
         self.default_timeout = default_timeout
         self._secrets = set(s for s in secrets if s)
+        self._protected = set()
         self._lock = threading.Lock()
         self.sleep = sleep
         self.clock = clock
@@ -88,6 +92,18 @@ class Runner(object):
         if secret:
             with self._lock:
                 self._secrets.add(str(secret))
+
+    def protect_secret(self, secret):
+        """Mask ``secret`` everywhere (as :meth:`add_secret`) and refuse every command whose argv or environment
+        would carry it: a CHAP secret must never be visible in ``/proc/PID/cmdline``."""
+        if secret:
+            secret = str(secret)
+            with self._lock:
+                self._secrets.add(secret)
+                self._protected.add(secret)
+                # a variable of our own environment that carries it is not handed on to any child
+                for k in [k for k, v in self.env.items() if secret in v or secret in k]:
+                    del self.env[k]
 
     def mask(self, text, extra=()):
         """Return ``text`` (str or list of str) with every known secret replaced by a mask."""
@@ -111,6 +127,23 @@ class Runner(object):
                 return p
         return None
 
+    def _check_argv(self, argv):
+        """Refuse a command whose argv holds a NUL byte or a protected secret."""
+        for a in argv:
+            if "\x00" in a:
+                raise InvalidInput("refusing to run '%s': an argument contains a NUL byte" % self.mask(argv[0]))
+        with self._lock:
+            secrets = set(self._protected)
+        if not secrets:
+            return
+        for a in argv:
+            if any(s in a for s in secrets):
+                raise SecretExposure(
+                    "refusing to run '%s': its command line would carry a secret, readable by every local user in "
+                    "/proc/PID/cmdline" % self.mask(argv[0]),
+                    hint="this is a bug of brick.storage (secrets go into record files); if a secret is also a part "
+                         "of an IQN, portal or other argument, choose another secret")
+
     # -- running -----------------------------------------------------------------------------
     def _once(self, argv, timeout, stdin):
         try:
@@ -124,6 +157,8 @@ class Runner(object):
             if e.errno in (2, 13):  # ENOENT, EACCES
                 raise CommandNotFound(argv[0])
             raise
+        except ValueError as e:  # e.g. "embedded null byte"; checked in run() already
+            raise InvalidInput("command '%s' cannot be run: %s" % (self.mask(argv[0]), e))
         try:
             out, err = proc.communicate(stdin, timeout=timeout)
             return proc.returncode, out, err, False
@@ -162,6 +197,7 @@ class Runner(object):
         if isinstance(argv, str) or not isinstance(argv, (list, tuple)) or not argv:
             raise TypeError("Runner.run takes a non-empty argv list, never a string")
         argv = [str(a) for a in argv]
+        self._check_argv(argv)
         timeout = self.default_timeout if timeout is None else timeout
         waits = backoff_delays(retries, delay, factor, max_delay)
         masked = self.mask(argv, secrets)
