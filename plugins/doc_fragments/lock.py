@@ -21,21 +21,26 @@ options:
         the task then finishes only once everyone ahead of it in the queue is done.
       - A holder that dies (even by C(kill -9)) releases the lock at once, so a crashed run never
         leaves a stale lock behind.
-      - On time-out the task fails naming the process that holds the lock (pid, command line and
-        since when), and leaves the queue so that it does not delay the waiters behind it.
+      - On time-out the task fails naming the process that holds the lock (pid, the command line of that
+        brick.storage task and since when), and leaves the queue so that it does not delay the waiters behind it.
+      - Every wait of the lock honours it, including the short one to enter the queue.
       - The time spent waiting is returned as RV(lock_wait).
     type: raw
     default: 300
   lock_dir:
     description:
       - Directory for the lock files, shared by every brick.storage task on the host.
-      - Created with mode V(0700) when it does not exist.
-      - The task fails if the directory is writable by group or others, or is not owned by the user the
-        task runs as, because anyone who can write there could fake or remove lock tickets.
+      - Created with mode V(0700) (one atomic C(mkdir)) when it does not exist. The default lives in C(/run),
+        which only root can write; not in the world-writable C(/run/lock), where any local user could
+        pre-create it and so stop every task.
+      - The task fails, naming the path and how to fix it, if the path is a symbolic link, is not a directory,
+        is writable by group or others, or is not owned by the user the task runs as (anyone who can write
+        there could fake or remove lock tickets), or if a parent directory could be changed by another user.
+      - An absolute path without control characters.
       - Use the same value for every task that must be serialised; tasks with different lock
         directories do not see each other.
     type: path
-    default: /run/lock/brick-storage
+    default: /run/brick-storage
 notes:
   - The lock is per host and per user; it does not serialise work across hosts.
 """

@@ -60,8 +60,10 @@ import threading
 import time
 
 from .errors import BrickError, InvalidInput, LockTimeout
+from .validate import lock_dir as check_path
 
-DEFAULT_LOCK_DIR = "/run/lock/brick-storage"
+# Under /run (root's, mode 0755), not /run/lock: /run/lock is writable by every user, who could pre-create it.
+DEFAULT_LOCK_DIR = "/run/brick-storage"
 DEFAULT_LOCK_TIMEOUT = 300.0
 PATIENT = "patient"
 HOST_LOCK = "host"
@@ -136,41 +138,94 @@ def target_lock_name(target):
 
 
 # -- lock directory ---------------------------------------------------------------------------
-def ensure_lock_dir(lock_dir=None):
-    """Create ``lock_dir`` (mode 0700) if missing and refuse one that others could tamper with.
+def _fix_hint(path):
+    return ("remove it (rm -rf %s; it is recreated, private to root, on the next run) and find out who made it; "
+            "or set lock_dir to a directory that only root can write, such as %s" % (path, DEFAULT_LOCK_DIR))
 
-    Returns the absolute path.  Raises :class:`InvalidInput` when the path is not a directory, is
-    writable by group or others, or is not owned by the current user.
+
+def _check_ancestors(path):
+    """Refuse a lock directory whose parent directories someone else could change (replace the lock
+    directory, or pre-create it): each must be owned by root or by us, and not writable by group or others
+    unless sticky (``/tmp``, ``/run/lock``: others cannot rename or remove what is ours there)."""
+    uid = os.geteuid()
+    d = os.path.realpath(os.path.dirname(path))
+    while True:
+        try:
+            st = os.stat(d)
+        except OSError as e:
+            raise InvalidInput("cannot use lock directory %s: %s: %s" % (path, d, e.strerror), lock_dir=path)
+        if st.st_uid not in (0, uid):
+            raise InvalidInput(
+                "refusing lock directory %s: its parent directory %s is owned by uid %d, who could replace it"
+                % (path, d, st.st_uid), hint="set lock_dir to a directory that only root can write, such as %s"
+                % DEFAULT_LOCK_DIR, lock_dir=path)
+        if st.st_mode & (stat.S_IWOTH | stat.S_IWGRP) and not st.st_mode & stat.S_ISVTX:
+            raise InvalidInput(
+                "refusing lock directory %s: its parent directory %s is writable by %s (mode %04o), who could "
+                "replace it" % (path, d, "everyone" if st.st_mode & stat.S_IWOTH else "its group",
+                                stat.S_IMODE(st.st_mode)),
+                hint="set lock_dir to a directory that only root can write, such as %s" % DEFAULT_LOCK_DIR,
+                lock_dir=path)
+        if d == "/":
+            return
+        d = os.path.dirname(d)
+
+
+def ensure_lock_dir(lock_dir=None):
+    """Create ``lock_dir`` (mode 0700, atomically: one mkdir) if missing and refuse one that others could
+    tamper with.
+
+    Returns the absolute path.  Raises :class:`InvalidInput` (naming the path and the fix) when the path is a
+    symbolic link, is not a directory, is not owned by the current user, is writable by group or others, or
+    when a parent directory could be changed by someone else.  Nothing is followed: a link planted at the
+    path by another local user is refused, never used.
     """
-    path = os.path.abspath(lock_dir or DEFAULT_LOCK_DIR)
+    path = os.path.abspath(check_path(lock_dir or DEFAULT_LOCK_DIR))
+    parent = os.path.dirname(path)
     try:
-        os.makedirs(path, 0o700)
-        os.chmod(path, 0o700)  # the umask may have taken bits away; set exactly 0700
+        if not os.path.isdir(parent):
+            os.makedirs(parent, 0o755)
+        os.mkdir(path, 0o700)  # atomic: either we made it (0700 & ~umask) or it was there already
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _O_NOFOLLOW | _O_CLOEXEC)
+        try:
+            os.fchmod(fd, 0o700)  # the umask may have taken bits away; set exactly 0700 (on what we made)
+        finally:
+            os.close(fd)
     except OSError as e:
         if e.errno != errno.EEXIST:
             raise InvalidInput("cannot create lock directory %s: %s" % (path, e.strerror),
                                hint="set lock_dir to a directory the user running the task can create",
                                lock_dir=path)
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError as e:
         raise InvalidInput("cannot use lock directory %s: %s" % (path, e.strerror), lock_dir=path)
+    if stat.S_ISLNK(st.st_mode):
+        raise InvalidInput("refusing lock directory %s: it is a symbolic link (to %s), which another user may have "
+                           "planted" % (path, _readlink(path)), hint=_fix_hint(path), lock_dir=path)
     if not stat.S_ISDIR(st.st_mode):
-        raise InvalidInput("lock directory %s is not a directory" % path, lock_dir=path)
+        raise InvalidInput("lock directory %s is not a directory" % path, hint=_fix_hint(path), lock_dir=path)
     uid = os.geteuid()
     if st.st_uid != uid:
         raise InvalidInput(
             "refusing lock directory %s: it is owned by uid %d, not by the current user (uid %d)"
             % (path, st.st_uid, uid),
-            hint="another user could fake or remove lock tickets; use a directory owned by uid %d" % uid,
-            lock_dir=path)
+            hint="another user could fake or remove lock tickets; " + _fix_hint(path), lock_dir=path)
     if st.st_mode & (stat.S_IWOTH | stat.S_IWGRP):
         raise InvalidInput(
             "refusing lock directory %s: it is writable by %s (mode %04o)"
             % (path, "everyone" if st.st_mode & stat.S_IWOTH else "its group", stat.S_IMODE(st.st_mode)),
             hint="others could fake or remove lock tickets; run 'chmod 0700 %s' or choose another lock_dir" % path,
             lock_dir=path)
+    _check_ancestors(path)
     return path
+
+
+def _readlink(path):
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
 
 
 # -- small file helpers --------------------------------------------------------------------------
@@ -238,6 +293,27 @@ def _try_shared(fd):
         if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
             return False
         raise
+
+
+def _flock_until(fd, deadline):
+    """Exclusive flock on ``fd``; False if it was not granted before ``deadline`` (None: wait as long as it
+    takes).  Polls with a short, growing sleep: the lock it is used for is held for microseconds."""
+    if deadline is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return True
+    pause = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except (IOError, OSError) as e:
+            if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                raise
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, 0.02)
 
 
 def _remove_if_same(path, st):
@@ -326,7 +402,7 @@ class HostLock(object):
 
     def __init__(self, name=HOST_LOCK, lock_dir=None, timeout=DEFAULT_LOCK_TIMEOUT, poll=None, info=None):
         self.name = safe_lock_name(name)
-        self.lock_dir = os.path.abspath(lock_dir or DEFAULT_LOCK_DIR)
+        self.lock_dir = os.path.abspath(check_path(lock_dir or DEFAULT_LOCK_DIR))
         self.timeout = parse_lock_timeout(timeout, default=None)
         if poll is not None:
             if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not poll > 0:
@@ -399,11 +475,21 @@ class HostLock(object):
             return fd, path
         raise BrickError("could not create a lock ticket in %s" % self.queue_dir)  # pragma: no cover
 
-    def _enter(self, fd, tmp):
-        """Give the prepared ticket its number; return (number, path, numbers ahead of us)."""
+    def _enter(self, fd, tmp, deadline=None):
+        """Give the prepared ticket its number; return (number, path, numbers ahead of us).
+
+        The counter flock is held for microseconds by each process entering the queue; waiting for it still
+        honours ``deadline`` (a stuck or hostile holder cannot make us wait past lock_timeout)."""
         cfd = os.open(self.counter_path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC | _O_NOFOLLOW, 0o600)
         try:
-            fcntl.flock(cfd, fcntl.LOCK_EX)
+            if not _flock_until(cfd, deadline):
+                waited = self.timeout if self.timeout is not None else 0.0
+                raise LockTimeout(
+                    "lock '%s' in %s: the queue counter %s stayed locked by another process; waited %.1f s"
+                    % (self.name, self.lock_dir, self.counter_path, waited),
+                    hint="a process that holds it should release it within microseconds: check the processes "
+                         "that have %s open (fuser -v %s)" % (self.counter_path, self.counter_path),
+                    holder=None, waited=round(waited, 3), lock=self.name, lock_dir=self.lock_dir)
             try:
                 last = int(os.pread(cfd, 64, 0).decode("ascii", "replace").strip() or 0)
             except ValueError:
@@ -507,7 +593,7 @@ class HostLock(object):
         fd, tmp = self._prepare_ticket()
         self._fd = fd
         try:
-            self.ticket, self._path, ahead = self._enter(fd, tmp)
+            self.ticket, self._path, ahead = self._enter(fd, tmp, deadline)
             self.queued_at = time.time()
             ahead = self._live(ahead)
             self.position_at_entry = len(ahead)
