@@ -21,7 +21,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import math
 import os
 import time
 
@@ -208,20 +207,47 @@ def _tree(fs, real, name):
 
 
 # -- the individual checks ----------------------------------------------------------------------
-def _proc_info(fs, pid):
+def _proc_uid(fs, pid):
+    """Real uid of process ``pid`` (``Uid:`` of /proc/PID/status), or None."""
+    for line in fs.lines("/proc/%d/status" % pid):
+        if line.startswith("Uid:"):
+            fields = line.split()
+            if len(fields) > 1 and fields[1].isdigit():
+                return int(fields[1])
+    return None
+
+
+def _user_name(fs, uid):
+    """Name of ``uid`` (the host's passwd; under another root, that root's /etc/passwd), else the number."""
+    if fs.root == "/":
+        try:
+            import pwd
+            return pwd.getpwuid(uid).pw_name
+        except (ImportError, KeyError):
+            return str(uid)
+    for line in fs.lines("/etc/passwd"):
+        f = line.split(":")
+        if len(f) > 2 and f[2] == str(uid):
+            return f[0]
+    return str(uid)
+
+
+def _process_blocker(fs, dev, pid, cmdline=False):
+    """A process that has ``dev`` open: pid, process name (comm) and user.  Its whole command line may carry
+    someone else's secret (``mysql -pSECRET``...), so it is added only when asked for (``cmdline=True``)."""
     comm = fs.read("/proc/%d/comm" % pid) or ""
-    raw = fs.read("/proc/%d/cmdline" % pid) or ""
-    cmdline = " ".join(a for a in raw.split("\x00") if a)
-    return comm, cmdline
+    b = {"kind": "process", "device": dev.path, "pid": pid, "comm": comm}
+    uid = _proc_uid(fs, pid)
+    if uid is not None:
+        b["uid"] = uid
+        b["user"] = _user_name(fs, uid)
+    if cmdline:
+        raw = fs.read("/proc/%d/cmdline" % pid) or ""
+        b["cmdline"] = " ".join(a for a in raw.split("\x00") if a) or comm
+    return b
 
 
-def _process_blocker(fs, dev, pid):
-    comm, cmdline = _proc_info(fs, pid)
-    return {"kind": "process", "device": dev.path, "pid": pid, "comm": comm,
-            "cmdline": cmdline or comm}
-
-
-def scan_proc(fs, devs):
+def scan_proc(fs, devs, cmdline=False):
     """Processes holding any of ``devs`` open, from /proc/<pid>/fd links: [blocker]."""
     want = {}
     for d in devs:
@@ -247,11 +273,11 @@ def scan_proc(fs, devs):
                 d = want.get(fs.realpath(target))
             if d is not None and (pid, d.name) not in seen:
                 seen.add((pid, d.name))
-                out.append(_process_blocker(fs, d, pid))
+                out.append(_process_blocker(fs, d, pid, cmdline))
     return out
 
 
-def run_fuser(fs, runner, devs, timeout=FUSER_TIMEOUT):
+def run_fuser(fs, runner, devs, timeout=FUSER_TIMEOUT, cmdline=False):
     """Processes holding any of ``devs`` open, one ``fuser <dev>`` per device: [blocker].
 
     Raises CommandNotFound / CommandError / CommandTimeout (the caller decides on a fallback).
@@ -270,7 +296,7 @@ def run_fuser(fs, runner, devs, timeout=FUSER_TIMEOUT):
             raise DeviceNotFound("device %s disappeared while checking it" % d.path, device=d.path,
                                  hint="the device or partition node went away; check udev and the path")
         for pid in pids:
-            out.append(_process_blocker(fs, d, pid))
+            out.append(_process_blocker(fs, d, pid, cmdline))
     return out
 
 
@@ -353,7 +379,8 @@ def _fuser_mode(use_fuser):
 class _Checker(object):
     """State kept across the checks of one wait (the fuser decision, the runner)."""
 
-    def __init__(self, fs, runner, mode, exclusive, fuser_timeout):
+    def __init__(self, fs, runner, mode, exclusive, fuser_timeout, cmdline=False):
+        self.cmdline = cmdline
         self.fs = fs
         self.runner = runner
         self.mode = mode
@@ -381,14 +408,14 @@ class _Checker(object):
         procs = None
         if self.use_fuser:
             try:
-                procs = run_fuser(fs, self.runner, devs, self.fuser_timeout)
+                procs = run_fuser(fs, self.runner, devs, self.fuser_timeout, self.cmdline)
                 method = "fuser"
             except (CommandNotFound, CommandError):
                 if self.mode == "always":
                     raise
                 procs = None
         if procs is None:
-            procs = scan_proc(fs, devs)
+            procs = scan_proc(fs, devs, self.cmdline)
         blockers = (procs + check_holders(fs, devs) + check_mounts(fs, devs)
                     + check_swaps(fs, devs))
         if self.exclusive and not blockers:
@@ -396,38 +423,29 @@ class _Checker(object):
         return blockers, method, [d.path for d in devs[1:]]
 
 
+MAX_INTERVAL = 3600.0
+MAX_TIMEOUT = 7 * 86400.0
+MAX_RETRIES = 1000000
+
+
 def _check_numbers(interval, max_retries, timeout):
-    try:
-        interval = float(interval)
-    except (TypeError, ValueError):
-        raise InvalidInput("interval '%s' is not a number" % (interval,))
-    if math.isnan(interval) or interval <= 0:
-        raise InvalidInput("interval must be greater than 0, got %s" % interval)
-    if isinstance(max_retries, bool):
-        raise InvalidInput("max_retries must be an integer, not a boolean")
-    try:
-        max_retries = int(max_retries)
-    except (TypeError, ValueError):
-        raise InvalidInput("max_retries '%s' is not an integer" % (max_retries,))
-    if max_retries < 0:
-        raise InvalidInput("max_retries must be 0 or more, got %d" % max_retries)
+    """Finite, bounded numbers (a NaN would wait forever, 1e300 makes sleep() overflow)."""
+    from .validate import count, seconds
+    interval = seconds(interval, "interval", maximum=MAX_INTERVAL, zero_ok=False)
+    max_retries = count(max_retries, "max_retries", 0, MAX_RETRIES)
     if timeout is not None:
-        try:
-            timeout = float(timeout)
-        except (TypeError, ValueError):
-            raise InvalidInput("timeout '%s' is not a number" % (timeout,))
-        if timeout < 0:
-            raise InvalidInput("timeout must be 0 or more, got %s" % timeout)
+        timeout = seconds(timeout, "timeout", maximum=MAX_TIMEOUT)
     return interval, max_retries, timeout
 
 
 def inspect(dev, exclusive=False, use_fuser="auto", fs=None, runner=None,
-            fuser_timeout=FUSER_TIMEOUT):
-    """One check, no wait: ``{idle, device, method, blockers, partitions}``."""
+            fuser_timeout=FUSER_TIMEOUT, cmdline=False):
+    """One check, no wait: ``{idle, device, method, blockers, partitions}``.  ``cmdline``: also report the whole
+    command line of each process (it may carry another user's secret: only on request)."""
     mode = _fuser_mode(use_fuser)
     fs = fs or HostFS()
     real, name = resolve(dev, fs)
-    checker = _Checker(fs, runner, mode, exclusive, fuser_timeout)
+    checker = _Checker(fs, runner, mode, exclusive, fuser_timeout, cmdline)
     blockers, method, parts = checker.check(real, name)
     return {"idle": not blockers, "device": real, "method": method, "blockers": blockers,
             "partitions": parts}
@@ -438,8 +456,13 @@ def describe(blocker):
     k = blocker.get("kind")
     dev = blocker.get("device")
     if k == "process":
-        cmd = blocker.get("cmdline") or blocker.get("comm") or "?"
-        return "pid %s (%s) has %s open: %s" % (blocker.get("pid"), blocker.get("comm") or "?", dev, cmd)
+        who = blocker.get("comm") or "?"
+        if blocker.get("user") is not None:
+            who += ", user %s" % blocker["user"]
+        line = "pid %s (%s) has %s open" % (blocker.get("pid"), who, dev)
+        if blocker.get("cmdline"):
+            line += ": %s" % blocker["cmdline"]
+        return line
     if k == "holder":
         name = blocker.get("holder_name")
         return "%s is held by %s%s" % (dev, blocker.get("holder"), " (%s)" % name if name else "")
@@ -463,7 +486,7 @@ _HINTS = {
 
 def wait_idle(dev, interval=1.0, max_retries=20, timeout=None, exclusive=False, use_fuser="auto",
               fs=None, runner=None, sleep=time.sleep, clock=time.monotonic,
-              fuser_timeout=FUSER_TIMEOUT):
+              fuser_timeout=FUSER_TIMEOUT, cmdline=False):
     """Wait until ``dev`` is idle; returns ``{idle, device, waited, checks, method, blockers,
     partitions}``.
 
@@ -475,7 +498,7 @@ def wait_idle(dev, interval=1.0, max_retries=20, timeout=None, exclusive=False, 
     mode = _fuser_mode(use_fuser)
     fs = fs or HostFS()
     real, name = resolve(dev, fs)
-    checker = _Checker(fs, runner, mode, exclusive, fuser_timeout)
+    checker = _Checker(fs, runner, mode, exclusive, fuser_timeout, cmdline)
     t0 = clock()
     checks = 0
     while True:

@@ -293,7 +293,7 @@ def test_holder_that_never_closes_fails_after_the_retries(host):
     host.hold_open(dev, 4242, "qemu-img", cmdline="qemu-img convert -O raw img /dev/sdb")
     t0 = time.monotonic()
     with pytest.raises(DeviceBusy) as e:
-        idle.wait_idle(dev, interval=0.1, max_retries=5, fs=host.fs, runner=host.runner())
+        idle.wait_idle(dev, interval=0.1, max_retries=5, fs=host.fs, runner=host.runner(), cmdline=True)
     took = time.monotonic() - t0
     assert 0.5 <= took < 1.0
     err = e.value
@@ -392,7 +392,7 @@ def test_multipath_map_with_kpartx_partitions(host):
     assert res["partitions"] == [p1, p2] == ["/dev/mapper/mpatha-part1", "/dev/mapper/mpatha-part2"]
     # a busy kpartx partition makes the map busy
     host.hold_open("/dev/dm-2", 555, "mkfs.xfs", cmdline="mkfs.xfs /dev/mapper/mpatha-part2")
-    res = idle.inspect(mp, fs=host.fs, runner=runner)
+    res = idle.inspect(mp, fs=host.fs, runner=runner, cmdline=True)
     assert res["blockers"] == [{"kind": "process", "device": "/dev/mapper/mpatha-part2", "pid": 555,
                                 "comm": "mkfs.xfs", "cmdline": "mkfs.xfs /dev/mapper/mpatha-part2"}]
     # ... and so does a mount of one, found by the /proc scan too
@@ -452,7 +452,7 @@ def test_busybox_fuser_output_through_the_runner(host):
     dev = host.add_disk()
     host.hold_open(dev, 4321, "sh")
     runner = _tool(host, "busybox", 'echo "4321 "\nexit 0\n')
-    res = idle.inspect(dev, fs=host.fs, runner=runner, use_fuser="always")
+    res = idle.inspect(dev, fs=host.fs, runner=runner, use_fuser="always", cmdline=True)
     assert res["blockers"] == [{"kind": "process", "device": "/dev/sdb", "pid": 4321, "comm": "sh", "cmdline": "sh"}]
     assert runner.history[0]["argv"][1:] == ["/dev/sdb"]
 

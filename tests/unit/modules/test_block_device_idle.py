@@ -79,7 +79,8 @@ def test_busy_device_failure_message(module, capsys, host):
     part = host.add_partition(dev, 1)
     host.hold_open(part, 4242, "dd", cmdline="dd if=/dev/zero of=/dev/sdb1 bs=1M")
     host.mount(part, "/mnt/old")
-    failed, res = run_module(module, capsys, {"device": dev, "interval": 0.05, "max_retries": 3})
+    failed, res = run_module(module, capsys, {"device": dev, "interval": 0.05, "max_retries": 3,
+                                              "show_cmdline": True})
     assert failed and res["changed"] is False
     assert res["error"] == "DeviceBusy" and res["checks"] == 4
     assert "pid 4242 (dd) has /dev/sdb1 open: dd if=/dev/zero of=/dev/sdb1 bs=1M" in res["msg"]
