@@ -71,6 +71,15 @@ options:
     type: str
     choices: [auto, always, never]
     default: auto
+  show_cmdline:
+    description:
+      - Also return the whole command line of each process that has the device open (RV(blockers[].cmdline)),
+        and show it in the failure message.
+      - B(Another user's command line may carry a secret) (a password given as an argument, for example); by
+        default a process is named by pid, process name and user only. Turn it on only to debug, and keep the
+        output private.
+    type: bool
+    default: false
 attributes:
   check_mode:
     description: Can run in check mode and predict whether it would change something, without changing anything.
@@ -172,8 +181,14 @@ blockers:
     comm:
       description: Process name (kind V(process)).
       type: str
+    uid:
+      description: Real user id of the process (kind V(process)), when C(/proc) shows it.
+      type: int
+    user:
+      description: User name of the process (kind V(process)), when C(/proc) shows it.
+      type: str
     cmdline:
-      description: Command line of the process (kind V(process)).
+      description: Command line of the process (kind V(process)), only with O(show_cmdline=true).
       type: str
     holder:
       description: Kernel name of the stacked device, for example C(dm-5) or C(md0) (kind V(holder)).
@@ -192,7 +207,8 @@ blockers:
       device: /dev/sdb1
       pid: 4242
       comm: dd
-      cmdline: dd if=/dev/zero of=/dev/sdb1
+      uid: 0
+      user: root
 partitions:
   description: Device paths of the partitions of the device (kpartx maps as C(/dev/mapper/<name>-partN)).
   returned: always
@@ -216,13 +232,15 @@ def main():
             timeout=dict(type="float"),
             exclusive_open=dict(type="bool", default=False),
             use_fuser=dict(type="str", default="auto", choices=["auto", "always", "never"]),
+            show_cmdline=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
     p = module.params
     try:
         if module.check_mode:
-            res = inspect(p["device"], exclusive=p["exclusive_open"], use_fuser=p["use_fuser"])
+            res = inspect(p["device"], exclusive=p["exclusive_open"], use_fuser=p["use_fuser"],
+                          cmdline=p["show_cmdline"])
             res.update(waited=0.0, checks=1)
             if not res["idle"]:
                 res["msg"] = "device %s is busy now (%d blocker(s)); check mode does not wait" % (
@@ -231,11 +249,15 @@ def main():
         else:
             res = wait_idle(p["device"], interval=p["interval"], max_retries=p["max_retries"],
                             timeout=p["timeout"], exclusive=p["exclusive_open"],
-                            use_fuser=p["use_fuser"])
+                            use_fuser=p["use_fuser"], cmdline=p["show_cmdline"])
     except BrickError as e:
         out = e.to_dict()
         out.update(msg=str(e), changed=False)  # the message with its hint, for the operator
         module.fail_json(**out)
+    except Exception as e:  # pylint: disable=broad-except
+        # no input may end in a traceback: a bug is reported as one
+        module.fail_json(msg="internal error (%s): %s" % (type(e).__name__, e), error="InternalError",
+                         changed=False)
     module.exit_json(changed=False, **res)
 
 

@@ -168,7 +168,13 @@ options:
     type: bool
     default: false
 notes:
-  - Secrets are never logged, returned or shown in warnings and errors.
+  - Secrets are never logged, returned or shown in warnings and errors, and never put on a command line (where
+    every local user could read them in C(/proc/PID/cmdline)). The CHAP credentials are written straight into
+    the node record file (mode 0600, under open-iscsi's node-DB lock) after C(iscsiadm --op new); with
+    discovery CHAP, into the discovery record, which is put back exactly as it was (or deleted, when the
+    module made it) right after the discovery. See SECURITY.md.
+  - Every text option is checked before anything runs (no control characters anywhere; IQNs as RFC 3720 defines
+    them; CHAP user names and secrets as open-iscsi can store them: at most 255 bytes, no surrounding blanks).
   - Portals may be host names; they are resolved (every address) before anything runs, because the kernel shows
     sessions with numeric addresses only. A new login uses the first address; a session on any address of the
     name belongs to the portal.
@@ -402,7 +408,7 @@ def _warn(module, warnings):
 
 
 def _fail(module, runner, e):
-    res = {"msg": str(e), "commands": len(runner.history) if runner else 0}
+    res = {"msg": str(e), "commands": len(runner.history) if runner else 0, "error": type(e).__name__}
     if isinstance(e, BrickError):
         for k, v in e.details.items():
             if k not in ("cmd",):
@@ -417,7 +423,8 @@ def _discover(module, conn, paths, p):
         iqns = sorted(set(i for _addr, i in found))
         if len(iqns) != 1:
             module.fail_json(msg="discovery on %s found %d targets (%s): give iqn" % (
-                paths[0].portal, len(iqns), ", ".join(iqns) or "none"), commands=len(conn.runner.history))
+                paths[0].portal, len(iqns), ", ".join(iqns) or "none"), commands=len(conn.runner.history),
+                error="DiscoveryAmbiguous")
         portals = [str(paths[0].portal)]
         if p["discover"] == "always" and p["multipath"] != "off":
             portals = [a for a, i in found if i == iqns[0]]
@@ -457,7 +464,7 @@ def main():
         force=dict(type="bool", default=False),
         ignore_errors=dict(type="bool", default=False),
         lock_timeout=dict(type="raw", default=300),
-        lock_dir=dict(type="path", default="/run/lock/brick-storage"),
+        lock_dir=dict(type="path", default="/run/brick-storage"),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
@@ -472,6 +479,11 @@ def main():
         validate.name(p["iface"], "iface")
         if p["login_timeout"] < 1 or p["login_retries"] < 0 or p["device_wait_timeout"] <= 0:
             module.fail_json(msg="login_timeout must be >= 1, login_retries >= 0 and device_wait_timeout > 0")
+        validate.count(p["login_timeout"], "login_timeout", 1, 3600)
+        validate.count(p["login_retries"], "login_retries", 0, 100)
+        validate.seconds(p["device_wait_timeout"], "device_wait_timeout", maximum=86400, zero_ok=False)
+        validate.seconds(p["multipath_wait_timeout"], "multipath_wait_timeout", maximum=86400)
+        validate.lock_dir(p["lock_dir"])
         lock_timeout = parse_lock_timeout(p["lock_timeout"])
         wwid = validate.wwid(p["wwid"]) if p["wwid"] is not None else None
         if p["session_only"] and p["state"] != "absent":
@@ -510,6 +522,9 @@ def main():
                 conn.disconnect(paths, check_mode=True, session_only=p["session_only"])
             module.exit_json(commands=len(runner.history), **res)
         if p["state"] == "present":
+            # a discovery with CHAP writes the discovery record: under the node-DB lock of every brick.storage task
+            conn.node_lock = HostLock("iscsi-node-db", lock_dir=p["lock_dir"], timeout=lock_timeout,
+                                      info="brick.storage.iscsi_volume discovery on %s" % paths[0].portal)
             paths = _discover(module, conn, paths, p)
         # Every target involved is locked (sorted: no deadlock between callers); open-iscsi's node DB,
         # shared by all targets, is written under a host-wide lock held only for each write.
@@ -530,6 +545,20 @@ def main():
         module.exit_json(commands=len(runner.history), lock_wait=round(waited, 3), **res)
     except BrickError as e:
         _fail(module, runner, e)
+    except Exception as e:  # pylint: disable=broad-except
+        # no input may end in a traceback: a bug is reported as one, with a message that carries no secret
+        from ansible_collections.brick.storage.plugins.module_utils.connector.errors import InternalError
+        msg = "internal error (%s): %s" % (type(e).__name__, e)
+        _fail(module, runner, InternalError(runner.mask(msg) if runner else _mask_params(module, msg)))
+
+
+def _mask_params(module, text):
+    """``text`` with the values of every secret option masked."""
+    for k in ("chap_password", "chap_password_in", "discovery_chap_password"):
+        v = module.params.get(k)
+        if v:
+            text = text.replace(str(v), "********")
+    return text
 
 
 if __name__ == "__main__":

@@ -67,6 +67,13 @@ options:
     description: Seconds one C(multipath -f) call may take before it is killed.
     type: float
     default: 60
+  show_cmdline:
+    description:
+      - Also return the whole command line of each process that holds the map open (RV(blockers[].cmdline)).
+      - B(Another user's command line may carry a secret) (a password given as an argument); the default names a
+        process by pid, process name and user only. Turn it on only to debug, and keep the output private.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -102,7 +109,9 @@ elapsed:
   returned: when a flush ran
   type: float
 blockers:
-  description: What uses the map (kind, pid, command, mount point, stacked device).
+  description:
+    - What uses the map (kind, device, mount point, stacked device; for a process its C(pid), process name C(comm),
+      C(uid) and C(user), and its C(cmdline) only with O(show_cmdline=true)).
   returned: when the map is in use
   type: list
   elements: dict
@@ -150,7 +159,8 @@ def main():
             delay=dict(type="float", default=1),
             timeout=dict(type="float", default=60),
             lock_timeout=dict(type="raw", default=300),
-            lock_dir=dict(type="path", default="/run/lock/brick-storage"),
+            lock_dir=dict(type="path", default="/run/brick-storage"),
+            show_cmdline=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -161,6 +171,8 @@ def main():
         from ansible_collections.brick.storage.plugins.module_utils.connector.lock import (
             LockSet, parse_lock_timeout, target_lock_name, HOST_LOCK)
         ref = p["map"]
+        if not isinstance(ref, str) or not ref:
+            validate.name(ref, "map")
         if ref.startswith("/"):
             validate.device_path(ref, "map")
         else:
@@ -168,13 +180,17 @@ def main():
         wwid = validate.wwid(p["wwid"]) if p["wwid"] is not None else None
         if p["retries"] < 0 or p["delay"] < 0 or p["timeout"] <= 0:
             module.fail_json(msg="retries and delay must be >= 0 and timeout > 0")
+        validate.count(p["retries"], "retries", 0, 100)
+        validate.seconds(p["delay"], "delay", maximum=3600)
+        validate.seconds(p["timeout"], "timeout", maximum=86400, zero_ok=False)
+        validate.lock_dir(p["lock_dir"])
         lock_timeout = parse_lock_timeout(p["lock_timeout"])
         fs = HostFS()
         m = _find(module, fs, ref, wwid)
         if m is None:
             module.exit_json(changed=False, map=None, msg="no multipath map matches %s" % ref)
         if module.check_mode:
-            info = idle.inspect(m.dev, use_fuser="never", fs=fs, runner=runner)
+            info = idle.inspect(m.dev, use_fuser="never", fs=fs, runner=runner, cmdline=p["show_cmdline"])
             blockers = info["blockers"]
             if blockers and not p["force"]:
                 module.fail_json(msg="map %s (%s) is in use: %s; nothing was flushed" % (
@@ -192,7 +208,8 @@ def main():
             if m is None:
                 module.exit_json(changed=False, map=None, lock_wait=round(waited, 3),
                                  msg="no multipath map matches %s (it went while waiting for the lock)" % ref)
-            blockers = idle.inspect(m.dev, use_fuser="never", fs=fs, runner=runner)["blockers"]
+            blockers = idle.inspect(m.dev, use_fuser="never", fs=fs, runner=runner,
+                                    cmdline=p["show_cmdline"])["blockers"]
             if blockers and not p["force"]:
                 module.fail_json(msg="map %s (%s) is in use: %s; nothing was flushed" % (
                     m.name, m.dev, "; ".join(idle.describe(b) for b in blockers)),
@@ -205,9 +222,12 @@ def main():
         module.exit_json(changed=True, map=m.name, dm=m.dm, attempts=res.attempts, elapsed=round(elapsed, 3),
                          lock_wait=round(waited, 3), blockers=blockers)
     except BrickError as e:
-        res = dict(msg=str(e))
+        res = dict(msg=str(e), error=type(e).__name__)
         res.update({k: v for k, v in e.details.items() if k != "cmd"})
         module.fail_json(**res)
+    except Exception as e:  # pylint: disable=broad-except
+        # no input may end in a traceback: a bug is reported as one
+        module.fail_json(msg="internal error (%s): %s" % (type(e).__name__, e), error="InternalError")
 
 
 if __name__ == "__main__":

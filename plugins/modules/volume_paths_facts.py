@@ -311,10 +311,17 @@ def main():
         expected = normalize_expected(p["expected"])
     except BrickError as e:
         module.fail_json(**_failure(e, "invalid input: %s" % e))
+    except Exception as e:  # pylint: disable=broad-except
+        # no input may end in a traceback: a bug is reported as one
+        module.fail_json(msg="internal error (%s) while checking the input: %s" % (type(e).__name__, e),
+                         error="InternalError", changed=False)
     try:
         facts = gather(HostFS(), volume=volume, expected=expected, orphans=p["gather_orphans"])
     except BrickError as e:
         module.fail_json(**_failure(e, str(e)))
+    except Exception as e:  # pylint: disable=broad-except
+        module.fail_json(msg="internal error (%s): %s" % (type(e).__name__, e), error="InternalError",
+                         changed=False)
     module.exit_json(changed=False, ansible_facts={"volume_paths": facts})
 
 

@@ -147,9 +147,8 @@ def seconds(value, what, minimum=0.0, maximum=86400.0, zero_ok=True):
     except (TypeError, ValueError, OverflowError):
         raise InvalidInput("%s '%s' is not a number" % (what, show(value)))
     if f != f or f in (float("inf"), float("-inf")) or f < minimum or f > maximum or (f == 0 and not zero_ok):
-        low = ">= %s" % minimum if zero_ok or minimum > 0 else "> 0"
-        raise InvalidInput("%s %s is out of range: it must be %s and at most %s seconds" % (
-            what, show(value), low, maximum))
+        low = ">= %g" % minimum if (zero_ok or minimum > 0) else "greater than 0"
+        raise InvalidInput("%s must be %s and at most %g seconds, got %s" % (what, low, maximum, show(value)))
     return f
 
 
@@ -299,8 +298,8 @@ def wwid(value, what="wwid"):
 
     Accepts that form, the sysfs form (``naa.600140...``, ``eui.``, ``t10.``) and a ``wwn-0x``/``0x`` WWN
     (taken as an NAA identifier).  Raises InvalidInput for anything else."""
-    v = value.strip() if isinstance(value, str) else ""
-    if not v or len(v) > 256 or not _WWID_CHARS.match(v):
+    v = value.strip(_TRIM) if isinstance(value, str) else ""
+    if not v or len(v) > 256 or has_control(v) or not _WWID_CHARS.match(v):
         raise InvalidInput("%s '%s' is not a WWID" % (what, show(value)),
                            hint="use the multipath/udev WWID (3600140...), the sysfs form (naa.600140...) "
                                 "or the WWN (0x600140...)")

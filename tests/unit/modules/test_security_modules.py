@@ -1,0 +1,190 @@
+# -*- coding: utf-8 -*-
+# Copyright: brick.storage contributors
+# Apache License 2.0 (see LICENSE)
+"""Issue 14 through the modules' main(): hostile input is a message before anything runs, the lock directory
+cannot be planted by another user, holders are named without their command lines, secrets stay off every
+command line (the simulator's fake tools log the argv they were really started with)."""
+
+import json
+import os
+import pathlib
+import pwd
+import shutil
+import tempfile
+
+import pytest
+import yaml
+
+from sim import SimHost
+from conftest import REPO, import_collection_module  # tests/unit/modules/conftest.py
+
+IQN = "iqn.2003-01.org.example.array:vol1"
+P1, P2 = "10.0.0.1:3260", "10.0.0.2:3260"
+SECRET = "Chap-secret-of-vol1"
+DISC = "Discovery-secret-of-array"
+
+
+@pytest.fixture(scope="module")
+def mods():
+    pytest.importorskip("ansible")
+    return {n: import_collection_module(n) for n in ("iscsi_volume", "multipath_flush", "block_device_idle")}
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch, mods):
+    h = SimHost(str(tmp_path / "host"))
+    h.set_fault("time_scale", 0.01)
+    for name in ("iscsi_volume", "multipath_flush"):
+        monkeypatch.setattr(mods[name], "HostFS", lambda *a, **kw: h.fs)
+        monkeypatch.setattr(mods[name], "Runner", lambda *a, **kw: h.runner())
+    monkeypatch.setenv("BRICK_STORAGE_ROOT", h.root)
+    h.lock_dir = str(tmp_path / "locks")
+    return h
+
+
+def vol(h, **kw):
+    a = {"portals": [P1, P2], "iqn": [IQN], "lun": [0], "lock_dir": h.lock_dir, "device_wait_timeout": 3,
+         "multipath_wait_timeout": 3}
+    a.update(kw)
+    return a
+
+
+def argv_text(h):
+    return "\n".join(" ".join(a) for a in h.commands())
+
+
+# -- secrets ----------------------------------------------------------------------------------------------
+def test_chap_attach_rerun_detach_with_discovery_chap(mods, host, run_module):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64}, chap=("alice", SECRET), discovery_chap=("disc", DISC))
+    m = mods["iscsi_volume"]
+    a = vol(host, iqn=None, discover="always", chap_username="alice", chap_password=SECRET,
+            discovery_chap_username="disc", discovery_chap_password=DISC)
+    failed, res = run_module(m, a)
+    assert not failed and res["multipath"], res
+    failed, again = run_module(m, vol(host, chap_username="alice", chap_password=SECRET))
+    assert not failed and again["changed"] is False and again["commands"] == 0
+    failed, gone = run_module(m, vol(host, state="absent"))
+    assert not failed and gone["leftovers"] == []
+    text = argv_text(host)
+    assert "iscsiadm" in text and SECRET not in text and DISC not in text
+    assert SECRET not in json.dumps([res, again, gone]) and DISC not in json.dumps([res, again, gone])
+    assert host.fs.listdir("/etc/iscsi/nodes") == [] and host.fs.listdir("/etc/iscsi/send_targets") == []
+
+
+def test_plain_attach_command_counts_do_not_grow(mods, host, run_module):
+    host.add_target(IQN, portals=[P1], luns={0: 32})
+    host.add_target(IQN + "b", portals=[P1, P2], luns={0: 64})
+    m = mods["iscsi_volume"]
+    failed, one = run_module(m, vol(host, portals=[P1], multipath="off"))
+    failed2, two = run_module(m, vol(host, iqn=[IQN + "b"]))
+    assert not failed and not failed2
+    assert (one["commands"], two["commands"]) == (3, 6)
+
+
+# -- hostile input: a message, no command ----------------------------------------------------------------
+@pytest.mark.parametrize("bad,needle", [
+    (dict(iqn=["iqn.2003-01.org.x:a/../../etc"]), "malformed"),
+    (dict(iqn=["iqn.2003-01.org.x:a\x00b"]), "malformed"),
+    (dict(iqn=["iqn.2003-01.org.x:t\x1b[31m"]), "malformed"),
+    (dict(iqn=["iqn.2003-01.org..x:t"]), "malformed"),
+    (dict(iqn=["eui.02004567A425678"]), "malformed"),
+    (dict(portals=["10.0.0.1\x00:3260"]), "not allowed"),
+    (dict(portals=["10.0.0.1:3260\r\nX"]), "not allowed"),
+    (dict(iface="default\x00"), "not allowed"),
+    (dict(lock_dir="/run/x\x00y"), "control characters"),
+    (dict(lock_dir="relative"), "absolute"),
+    (dict(chap_username="ali\nce", chap_password=SECRET), "control characters"),
+    (dict(chap_username="alice", chap_password=SECRET + "\x00"), "control characters"),
+    (dict(chap_username="alice", chap_password=" " + SECRET), "cannot be stored"),
+    (dict(wwid="3600\x00"), "not a WWID"),
+    (dict(device_wait_timeout=float("nan")), "device_wait_timeout"),
+    (dict(multipath_wait_timeout=1e300), "multipath_wait_timeout"),
+    (dict(login_retries=10 ** 9), "login_retries"),
+    (dict(lock_timeout=1e300), None),
+], ids=lambda x: None if isinstance(x, (dict, str, type(None))) else x)
+def test_hostile_input_is_a_message_and_runs_nothing(mods, host, run_module, bad, needle):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    before = host.snapshot()
+    failed, res = run_module(mods["iscsi_volume"], vol(host, **dict({"lock_timeout": 0}, **bad)))
+    if needle is None:  # an absurd but harmless value: works like a long timeout
+        assert not failed, res
+        return
+    assert failed and needle in res["msg"], res
+    assert res["commands"] == 0 and host.commands() == []
+    assert host.snapshot() == before
+    assert SECRET not in json.dumps(res)
+    assert "\x00" not in res["msg"] and "\x1b" not in res["msg"]
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ({"map": "a\x00b"}, "not allowed"), ({"map": "/dev/dm-0\x00"}, "not allowed"),
+    ({"map": "x", "retries": 10 ** 12}, "retries"), ({"map": "x", "delay": float("inf")}, "delay"),
+    ({"map": "x", "timeout": float("nan")}, "timeout"), ({"map": "x", "lock_dir": "/a/\x07"}, "control"),
+])
+def test_multipath_flush_hostile_input(mods, host, run_module, bad, needle):
+    failed, res = run_module(mods["multipath_flush"], dict({"lock_dir": host.lock_dir}, **bad))
+    assert failed and needle in res["msg"], res
+    assert host.commands() == []
+
+
+@pytest.mark.parametrize("bad", [{"interval": float("nan")}, {"interval": 1e300}, {"timeout": float("nan")},
+                                 {"max_retries": 10 ** 12}, {"device": "/dev/sd\x00b"}])
+def test_block_device_idle_hostile_input(mods, host, run_module, bad):
+    failed, res = run_module(mods["block_device_idle"], dict({"device": "/dev/sdb", "use_fuser": "never"}, **bad))
+    assert failed and res["error"] == "InvalidInput", res
+
+
+# -- the lock directory --------------------------------------------------------------------------------------
+def test_lock_dir_defaults_are_root_only():
+    from ansible_collections.brick.storage.plugins.module_utils.connector.lock import DEFAULT_LOCK_DIR
+    frag = open(os.path.join(REPO, "plugins", "doc_fragments", "lock.py")).read()
+    doc = yaml.safe_load(frag.split('r"""', 1)[1].split('"""', 1)[0])
+    assert doc["options"]["lock_dir"]["default"] == DEFAULT_LOCK_DIR == "/run/brick-storage"
+    for name in ("iscsi_volume", "multipath_flush"):
+        src = open(os.path.join(REPO, "plugins", "modules", name + ".py")).read()
+        assert 'lock_dir=dict(type="path", default="/run/brick-storage")' in src
+        assert "/run/lock" not in src
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as user nobody")
+def test_lock_dir_planted_by_nobody_fails_with_the_fix_and_runs_nothing(mods, host, run_module):
+    top = tempfile.mkdtemp(prefix="brick-lockdir-", dir="/tmp")
+    try:
+        os.chmod(top, 0o755)
+        public = pathlib.Path(top) / "lock"
+        public.mkdir()
+        os.chmod(str(public), 0o1777)
+        planted = public / "brick-storage"
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the unprivileged child
+            try:
+                nobody = pwd.getpwnam("nobody")
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                os.mkdir(str(planted), 0o777)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        assert planted.is_dir()
+        host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+        failed, res = run_module(mods["iscsi_volume"], vol(host, lock_dir=str(planted)))
+        assert failed and str(planted) in res["msg"] and "rm -rf" in res["msg"], res
+        assert host.commands() == []
+        assert host.sessions() == []
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+# -- holders -------------------------------------------------------------------------------------------------
+def test_multipath_flush_names_holders_without_command_lines(mods, host, run_module):
+    from connector import iscsi
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    c = iscsi.Connector(host.fs, host.runner(), poll=0.01, device_wait=2, multipath_wait=2)
+    res = c.connect(iscsi.build_paths([P1, P2], [IQN], [0]))
+    host.hold_open(res["device"], pid=4711, comm="backup")
+    failed, out = run_module(mods["multipath_flush"], {"map": res["multipath_map"], "lock_dir": host.lock_dir})
+    assert failed and "pid 4711 (backup" in out["msg"]
+    assert [b for b in out["blockers"] if "cmdline" in b] == []
+    failed, out = run_module(mods["multipath_flush"], {"map": res["multipath_map"], "lock_dir": host.lock_dir,
+                                                       "show_cmdline": True}, check_mode=True)
+    assert [b["cmdline"].split()[0] for b in out["blockers"] if b["kind"] == "process"] == ["backup"]
