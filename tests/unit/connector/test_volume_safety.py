@@ -424,7 +424,7 @@ def test_force_on_an_open_map_disables_queueing_names_the_holder_and_removes_the
     out = c.disconnect(paths([P1, P2]), force=True, ignore_errors=True)
     text = " ".join(out["problems"])
     assert "queueing disabled" in text and "pid 5151" in text and "data may be lost" in text
-    assert host.sessions(IQN) == [] and not [n for n in host.disks()]
+    assert host.sessions(IQN) == [] and not host.disks()
     # the map stays while it is held, with no path and no queueing: its I/O fails instead of hanging
     dm = res["device"][5:]
     assert host.fs.exists("/sys/block/%s" % dm) and slaves(host, dm) == []
