@@ -82,12 +82,16 @@ class GuestModules:
         self.installed = False
 
     def install(self):
+        import sys
+        import time
+        t0 = time.monotonic()
         cmd = "rm -rf {d} && mkdir -p {d} && tar -C {d} -xzf - && python3 -m compileall -q {d}/ansible " \
               "{d}/ansible_collections >/dev/null".format(d=GUEST_DIR)
         p = subprocess.run(self.lab.ssh_argv() + [cmd], input=_payload(), capture_output=True, timeout=600,
                            check=False)
         assert p.returncode == 0, "could not install the modules in the guest: %s" % p.stderr.decode()[-2000:]
         self.installed = True
+        sys.stderr.write("[guestrun] modules installed in the guest in %.1f s\n" % (time.monotonic() - t0))
 
     def race(self, specs, timeout=600):
         if not self.installed:
