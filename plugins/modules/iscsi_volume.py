@@ -152,6 +152,15 @@ options:
     type: str
     choices: [automatic, manual]
     default: automatic
+  skip_failed_portals_for:
+    description:
+      - Seconds during which a portal whose login failed is not tried again by a re-run (V(0), the default, always
+        tries). For fleets where a portal is down for hours; each skipped portal is reported in
+        RV(failed_paths) with C(skipped=true) and as a warning. The failures are remembered in
+        C(failed-portals.json) in O(lock_dir) (a tmpfs, so forgotten at reboot).
+      - Whatever this option, a re-run that cannot heal a dead portal reports no change.
+    type: float
+    default: 0
   force:
     description:
       - With O(state=absent), go on when a device is in use or a flush fails, and remove every path, session
@@ -174,7 +183,7 @@ notes:
     discovery CHAP, into the discovery record, which is put back exactly as it was (or deleted, when the
     module made it) right after the discovery. See SECURITY.md.
   - Every text option is checked before anything runs (no control characters anywhere; IQNs as RFC 3720 defines
-    them; CHAP user names and secrets as open-iscsi can store them: at most 255 bytes, no surrounding blanks).
+    them; CHAP user names and secrets as open-iscsi can store them, at most 255 bytes with no surrounding blanks).
   - Portals may be host names; they are resolved (every address) before anything runs, because the kernel shows
     sessions with numeric addresses only. A new login uses the first address; a session on any address of the
     name belongs to the portal.
@@ -314,6 +323,23 @@ paths:
     in_map:
       description: Whether the path is part of the map.
       type: bool
+resized:
+  description:
+    - Set when the LUN grew on the array (online extend). A re-run rescans each path (C(/sys/block/sdX/device/rescan)),
+      then, for a multipath map, runs C(multipathd resize map) once every working path shows the new size. A single
+      path needs no command. The volume is never shrunk. In check mode nothing is resized (C(how) says so).
+  returned: state=present, when the volume grew
+  type: dict
+  contains:
+    old_size:
+      description: Size in bytes before.
+      type: int
+    new_size:
+      description: Size in bytes after.
+      type: int
+    how:
+      description: C(rescan) or C(multipathd resize map).
+      type: str
 failed_paths:
   description: Portals that could not be used by this attach, each with the reason (the map works without them).
   returned: state=present, not in check mode
@@ -332,6 +358,9 @@ failed_paths:
     error:
       description: Why the path failed.
       type: str
+    skipped:
+      description: True when the portal was not tried (O(skip_failed_portals_for)).
+      type: bool
 removed:
   description:
     - The detach plan, carried out (or, in check mode, what would be done) - what is removed, what is kept and why.
@@ -393,6 +422,8 @@ lock_wait:
   returned: when a lock was taken
   type: float
 """
+
+import os
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -461,6 +492,7 @@ def main():
         device_wait_timeout=dict(type="float", default=20),
         multipath_wait_timeout=dict(type="float", default=10),
         startup=dict(type="str", choices=["automatic", "manual"], default="automatic"),
+        skip_failed_portals_for=dict(type="float", default=0),
         force=dict(type="bool", default=False),
         ignore_errors=dict(type="bool", default=False),
         lock_timeout=dict(type="raw", default=300),
@@ -484,6 +516,7 @@ def main():
         validate.seconds(p["device_wait_timeout"], "device_wait_timeout", maximum=86400, zero_ok=False)
         validate.seconds(p["multipath_wait_timeout"], "multipath_wait_timeout", maximum=86400)
         validate.lock_dir(p["lock_dir"])
+        validate.seconds(p["skip_failed_portals_for"], "skip_failed_portals_for", maximum=7 * 86400)
         lock_timeout = parse_lock_timeout(p["lock_timeout"])
         wwid = validate.wwid(p["wwid"]) if p["wwid"] is not None else None
         if p["session_only"] and p["state"] != "absent":
@@ -507,11 +540,14 @@ def main():
         conn = iscsi.Connector(fs, runner, iface=p["iface"], login_timeout=p["login_timeout"],
                                login_retries=p["login_retries"], device_wait=p["device_wait_timeout"],
                                multipath=p["multipath"], multipath_wait=p["multipath_wait_timeout"],
-                               auth=auth, startup=p["startup"], wwid=wwid)
-        # -- fast path: nothing to do is decided from sysfs (and a rescan of the paths), without lock or command
+                               auth=auth, startup=p["startup"], wwid=wwid,
+                               skip_failed_for=p["skip_failed_portals_for"],
+                               failure_log=os.path.join(p["lock_dir"], "failed-portals.json"))
+        # -- fast path: nothing to do is decided from sysfs (and a rescan of the paths), without lock or command;
+        # a map to resize (the LUN grew) goes on to the locked part
         if p["state"] == "present" and p["iqn"]:
-            res = conn.attached_result(paths, check_mode=module.check_mode)
-            if res is not None:
+            res = conn.attached_result(paths, check_mode=module.check_mode, resize=False)
+            if res is not None and not (res.get("resized") or {}).get("pending"):
                 _warn(module, conn.warnings)
                 module.exit_json(commands=len(runner.history), **res)
         if module.check_mode:

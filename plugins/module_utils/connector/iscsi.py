@@ -17,6 +17,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
+import os
 import threading
 import time
 
@@ -194,8 +196,15 @@ class Connector(object):
     def __init__(self, fs, runner, iface="default", login_timeout=5, login_retries=1,
                  device_wait=20.0, multipath="auto", multipath_wait=10.0, auth=None,
                  startup="automatic", node_lock=None, clock=time.monotonic, sleep=time.sleep,
-                 poll=0.05, link_wait=0.0, command_timeout=30.0, wwid=None, rescan_timeout=10.0):
+                 poll=0.05, link_wait=0.0, command_timeout=30.0, wwid=None, rescan_timeout=10.0,
+                 skip_failed_for=0.0, failure_log=None, wall_clock=time.time):
         self.fs = fs
+        # A portal whose login failed less than skip_failed_for seconds ago (recorded in failure_log, a JSON
+        # file in the root-only lock directory) is not tried again by a re-run: for fleets where a portal is
+        # down for hours, each re-run would otherwise pay the whole login budget to leave the host as it was.
+        self.skip_failed_for = float(skip_failed_for or 0)
+        self.failure_log = failure_log
+        self.wall_clock = wall_clock
         self.runner = runner
         self.iface = iface
         self.login_timeout = login_timeout
@@ -550,17 +559,71 @@ class Connector(object):
             expected_wwid=self.wwid, wwids=dict((d.dev, d.wwid) for d in devs),
             map_wwid=m.wwid if m is not None else None)
 
-    def attached_result(self, paths, check_mode=False):
+    def attached_result(self, paths, check_mode=False, resize=True):
         """The result of an attach that has nothing to do (identity verified), or None when there is work.
 
-        Reads sysfs and rescans the existing paths (no command, no lock needed): this is a re-run's whole cost."""
+        Reads sysfs and rescans the existing paths (no command, no lock needed): this is a re-run's whole cost.
+        A map that must be resized (the LUN grew) is resized only with ``resize`` (the caller holds the target
+        lock); without it the result says ``resized.pending``."""
         have = self.find_attached(paths)
         if have is None:
             return None
         devs, m = have
+        sizes = dict((d.name, self._size(d.name)) for d in devs)
         # check mode changes nothing, not even the kernel's view of the LUN: it compares sysfs as it is
         self.verify_identity(devs, m, rescan=not check_mode)
-        return self.describe(paths, devs, m, changed=False)
+        grown = self.grow(devs, m, sizes, check_mode, resize)
+        res = self.describe(paths, devs, m, changed=bool(grown))
+        if grown:
+            res["resized"] = grown
+        return res
+
+    def _size(self, name):
+        sectors = self.fs.read_int("/sys/class/block/%s/size" % name)
+        return sectors * 512 if sectors is not None else None
+
+    def grow(self, devs, m, before, check_mode=False, resize=True):
+        """Online extend: the paths were rescanned (verify_identity); when the LUN grew on the array, make the
+        host use the new size.  A single path already has it (the rescan re-read the capacity: no command); a
+        multipath map is resized (``multipathd resize map``) once every working path shows the new size.  Never
+        shrinks.  Returns {"old_size", "new_size"} when the volume grew (or would, in check mode), else None."""
+        now = dict((d.name, self._size(d.name)) for d in devs)
+        if m is None:
+            d = devs[0]
+            old, new = before.get(d.name), now.get(d.name)
+            if old and new and new > old:
+                return {"old_size": old, "new_size": new, "how": "rescan"}
+            if old and new and new < old:
+                self.warnings.append("%s now reports %d bytes, less than the %d it had: the LUN shrank on the array"
+                                     % (d.dev, new, old))
+            return None
+        cur = scsi.dm_map(self.fs, m.dm)
+        map_size = cur.size if cur is not None else m.size
+        live = [now[d.name] for d in devs if d.state == "running" and now.get(d.name)]
+        if not live or not map_size:
+            return None
+        if min(live) < map_size:
+            if max(live) > map_size:
+                self.warnings.append("the paths of %s disagree on the size (%s): not resized until every working path "
+                                     "shows the new size" % (m.name, ", ".join("%s=%s" % kv for kv in sorted(now.items()))))
+            elif min(live) < map_size:
+                self.warnings.append("a path of %s reports %d bytes, less than the map's %d: never shrunk"
+                                     % (m.name, min(live), map_size))
+            return None
+        if min(live) == map_size:
+            return None
+        if check_mode:
+            return {"old_size": map_size, "new_size": min(live), "how": "multipathd resize map (check mode: not done)"}
+        if not resize:
+            return {"old_size": map_size, "new_size": min(live), "how": "multipathd resize map", "pending": True}
+        mp.resize_map(self.runner, m.name)
+        after = scsi.dm_map(self.fs, m.dm)
+        new = after.size if after is not None else None
+        if not new or new <= map_size:
+            raise AttachError("multipathd did not resize map %s from %d to %d bytes" % (m.name, map_size, min(live)),
+                              hint="check multipathd (journalctl -u multipathd) and run multipathd resize map %s"
+                                   % m.name)
+        return {"old_size": map_size, "new_size": new, "how": "multipathd resize map"}
 
     def connect(self, paths, check_mode=False):
         """Attach the volume reached through ``paths``.  Returns a result dict."""
@@ -581,8 +644,12 @@ class Connector(object):
                 self.warnings.append("multipathd is not running: attaching a single path only")
             use_mp = False
         created = {"nodes": [], "sessions": [], "devices": [], "refs": [], "wwid": None}
+        before = self._fingerprint(paths)
         try:
-            return self._do_connect(paths, use_mp, created)
+            res = self._do_connect(paths, use_mp, created)
+            # a re-run that could not heal a dead portal leaves the host as it was: that is no change
+            res["changed"] = self._fingerprint(paths) != before
+            return res
         except BaseException as e:
             leftovers = self._rollback(created)
             if isinstance(e, BrickError):
@@ -591,35 +658,112 @@ class Connector(object):
                 raise
             raise AttachError("attach failed: %s" % e, leftovers=leftovers)
 
+    def _fingerprint(self, paths):
+        """What of the volume exists (sessions, devices, map), to tell a real change from a re-run."""
+        out = []
+        for e in self.state(paths):
+            out.append(("session", e["session"].sid))
+            for d in e["devices"]:
+                out.append(("device", d.path))
+                m = scsi.multipath_of(self.fs, d.name) if d.name else None
+                if m is not None:
+                    out.append(("map", m.uuid, tuple(sorted(m.slaves))))
+        return sorted(set(out))
+
+    def _failure_key(self, p):
+        return "%s|%s|%s" % (self.iface, detach.address_key(p.portal.host) + ":%d" % p.portal.port, p.iqn.lower())
+
+    def _recent_failures(self):
+        if not self.failure_log or self.skip_failed_for <= 0:
+            return {}
+        return _read_state(self.failure_log)
+
+    def _record_failures(self, results):
+        """Remember when each portal's login failed (and forget it once one works), for skip_failed_for."""
+        if not self.failure_log or self.skip_failed_for <= 0:
+            return
+        now = self.wall_clock()
+        self.node_lock.acquire()
+        try:
+            data = self._recent_failures()
+            for r in results:
+                key = self._failure_key(r["path"])
+                if r.get("skipped"):
+                    continue
+                if r.get("session") is None and r.get("error"):
+                    data[key] = now
+                else:
+                    data.pop(key, None)
+            data = dict((k, v) for k, v in data.items() if now - v < 86400)
+            _write_state(self.failure_log, data)
+        except (IOError, OSError) as e:
+            self.warnings.append("could not record failed portals in %s: %s" % (self.failure_log, e))
+        finally:
+            self.node_lock.release()
+
+    def _skipped(self, p, failures, r):
+        """True (and ``r`` filled in) when portal ``p`` failed recently and has no session: not tried again."""
+        t = failures.get(self._failure_key(p))
+        if t is None or self.sessions_for(p):
+            return False
+        age = self.wall_clock() - t
+        if age >= self.skip_failed_for:
+            return False
+        r["skipped"] = True
+        r["error"] = "login to %s (%s) skipped: it failed %ds ago (skip_failed_portals_for=%ds)" % (
+            p.portal, p.iqn, int(age), int(self.skip_failed_for))
+        return True
+
     def _do_connect(self, paths, use_mp, created):
         results = []
+        failures = self._recent_failures()
+        try:
+            self._connect_all(paths, use_mp, created, results, failures)
+        finally:
+            self._record_failures(results)
+        return self._finish_connect(paths, use_mp, created, results)
+
+    def _connect_all(self, paths, use_mp, created, results, failures):
         if use_mp:
-            # node records first, one after the other (open-iscsi's DB fails with parallel writers)
-            for p in paths:
-                if not self._sessions_for(p):
-                    self._prepare_node(p, created)
-            # every portal at once; each one's device wait counts from its own login
-            threads = []
+            todo = []
             for p in paths:
                 r = {"path": p}
                 results.append(r)
+                if not self._skipped(p, failures, r):
+                    todo.append((p, r))
+            # node records first, one after the other (open-iscsi's DB fails with parallel writers)
+            for p, r in todo:
+                if not self._sessions_for(p):
+                    self._prepare_node(p, created)
+            # every portal at once; each one's device wait counts from its own login.  The joins are bounded
+            # too: a thread stuck in the kernel must not hold the whole attach past its deadline.
+            threads = []
+            for p, r in todo:
                 t = threading.Thread(target=lambda p=p, r=r: self._connect_one(
                     p, r, created, self.clock() + self.device_wait))
                 t.daemon = True
-                threads.append(t)
+                threads.append((t, r))
                 t.start()
-            for t in threads:
-                t.join()
+            budget = self.login_timeout * (max(1, self.login_retries) + 1) + 10 + self.device_wait + 5
+            deadline = self.clock() + budget
+            for t, r in threads:
+                t.join(max(0.0, deadline - self.clock()))
+                if t.is_alive():
+                    r.setdefault("error", "%s: no answer within %ss (login + LUN scan)" % (r["path"].portal, budget))
         else:
             # single path: portals in order, first device wins
             for p in paths:
                 r = {"path": p}
                 results.append(r)
+                if self._skipped(p, failures, r):
+                    continue
                 if not self._sessions_for(p):
                     self._prepare_node(p, created)
                 self._connect_one(p, r, created, self.clock() + self.device_wait)
                 if r.get("device") is not None:
                     break
+
+    def _finish_connect(self, paths, use_mp, created, results):
         good = [r for r in results if r.get("device") is not None]
         failed = [r for r in results if r.get("device") is None]
         if not good:
@@ -635,7 +779,7 @@ class Connector(object):
             err = r.get("error", "path %s failed" % r["path"])
             self.warnings.append(err)
             self.failed_paths.append({"portal": str(r["path"].portal), "iqn": r["path"].iqn,
-                                      "lun": r["path"].lun, "error": err})
+                                      "lun": r["path"].lun, "error": err, "skipped": bool(r.get("skipped"))})
             self._forget_path(r, created)
         devs = [r["device"] for r in good]
         m = None
@@ -749,6 +893,10 @@ class Connector(object):
                 return None
             self.sleep(max(self.poll, 0.1))
 
+    def _map_size(self, m):
+        cur = scsi.dm_map(self.fs, m.dm)
+        return cur.size if cur is not None else m.size
+
     def describe(self, paths, devs, m, changed):
         fs = self.fs
         wwid = devs[0].wwid if devs else None
@@ -779,7 +927,7 @@ class Connector(object):
                 "failed_paths": list(self.failed_paths),
                 "wwn": wwid, "multipath": m is not None,
                 "multipath_map": m.name if m is not None else None,
-                "size": devs[0].size if devs else None,
+                "size": (self._map_size(m) if m is not None else self._size(devs[0].name)) if devs else None,
                 "sessions": sessions, "paths": path_info}
 
     # ------------------------------------------------------------------ disconnect
@@ -815,6 +963,27 @@ class Connector(object):
             return {"changed": True, "msg": "would detach", "removed": plan.to_dict()}
         d.verify(plan)
         return d.execute(plan)
+
+
+def _read_state(path):
+    """A JSON state file of the collection's own (in the root-only lock directory, not under the host root)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (IOError, OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_state(path, data):
+    """Replace a state file atomically, readable by its owner only (0600)."""
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.write(fd, json.dumps(data, sort_keys=True).encode("utf-8"))
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
 
 
 def check_portals(portals, resolver=None):

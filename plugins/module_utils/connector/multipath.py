@@ -121,6 +121,12 @@ def del_path(runner, name):
     return runner.run(["multipathd", "del", "path", "/dev/%s" % name], timeout=30, check=False)
 
 
+def resize_map(runner, name):
+    """``multipathd resize map NAME``: the map takes the size its paths report now (after a rescan)."""
+    r = runner.run(["multipathd", "resize", "map", name], timeout=30, check=False)
+    return r
+
+
 def del_map(runner, name):
     return runner.run(["multipathd", "del", "map", name], timeout=10, check=False)
 

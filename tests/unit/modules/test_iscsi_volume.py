@@ -184,3 +184,33 @@ def test_a_portal_host_name_is_resolved(mod, host, run_module):
     failed, res = run_module(mod, args(host, state="absent", portals=["localhost:3260"], multipath="off"))
     assert not failed and res["changed"] and res["leftovers"] == [], res
     assert host.sessions(IQN) == []
+
+
+# -- issue 15: growth and dead portals through the module -------------------------------------------------
+def test_a_grown_map_is_resized_under_the_target_lock(mod, host, run_module):
+    from connector.lock import HostLock, target_lock_name
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    failed, first = run_module(mod, args(host))
+    host.resize_lun(IQN, 0, 128)
+    held = HostLock(target_lock_name(IQN), lock_dir=host.lock_dir, timeout=0)
+    held.acquire()
+    try:  # the resize is a command: it waits for the target lock (the rescan alone did not)
+        failed, res = run_module(mod, args(host, lock_timeout=0))
+    finally:
+        held.release()
+    assert failed and "lock" in res["msg"].lower(), res
+    failed, res = run_module(mod, args(host))
+    assert not failed and res["changed"] and res["resized"]["new_size"] == 128 << 20 and res["commands"] == 1
+    failed, res = run_module(mod, args(host))
+    assert not failed and not res["changed"] and res["commands"] == 0
+
+
+def test_skip_failed_portals_for_through_the_module(mod, host, run_module):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    host.set_fault("portal_down", {P2: "refuse"})
+    failed, first = run_module(mod, args(host, skip_failed_portals_for=600))
+    assert not failed and first["changed"] and first["failed_paths"][0]["portal"] == P2
+    for _round in range(2):
+        failed, again = run_module(mod, args(host, skip_failed_portals_for=600))
+        assert not failed and again["changed"] is False and again["commands"] == 0, again
+        assert again["failed_paths"][0]["skipped"] is True

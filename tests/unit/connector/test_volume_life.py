@@ -1,0 +1,151 @@
+"""A volume's life on a host (issue 15): growth, dead portals on re-runs, bounded waits, on the simulated host."""
+import json
+import time
+
+import pytest
+
+from connector import iscsi
+from connector.errors import AttachError
+from sim import SimHost
+
+IQN = "iqn.2003-01.org.example.array:vol1"
+P1, P2 = "10.0.0.1:3260", "10.0.0.2:3260"
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = SimHost(str(tmp_path / "host"))
+    h.set_fault("time_scale", 0.01)
+    h.state_dir = str(tmp_path / "state")
+    import os
+    os.makedirs(h.state_dir)
+    return h
+
+
+def conn(h, **kw):
+    kw.setdefault("device_wait", 2.0)
+    kw.setdefault("multipath_wait", 2.0)
+    kw.setdefault("login_timeout", 2)
+    return iscsi.Connector(h.fs, h.runner(), poll=0.01, sleep=lambda s: time.sleep(min(s, 0.02)), **kw)
+
+
+def paths(portals, lun=0):
+    return iscsi.build_paths(portals, [IQN], [lun])
+
+
+# -- online extend --------------------------------------------------------------------------------------
+def test_a_grown_single_path_lun_is_noticed_by_a_rerun(host):
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    first = conn(host, multipath="off").connect(paths([P1]))
+    assert first["size"] == 64 << 20
+    host.resize_lun(IQN, 0, 96)
+    c = conn(host, multipath="off")
+    res = c.connect(paths([P1]))
+    assert res["changed"] is True and res["size"] == 96 << 20
+    assert res["resized"] == {"old_size": 64 << 20, "new_size": 96 << 20, "how": "rescan"}
+    assert c.runner.history == []  # the rescan is a sysfs write, not a command
+    assert host.fs.read("/sys/block/%s/size" % first["device"][5:]) == str(96 * 2048)
+    again = conn(host, multipath="off").connect(paths([P1]))
+    assert again["changed"] is False and "resized" not in again
+
+
+def test_a_grown_multipath_lun_resizes_the_map_once_every_path_shows_it(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    first = conn(host).connect(paths([P1, P2]))
+    dm = first["device"][5:]
+    host.resize_lun(IQN, 0, 128)
+    c = conn(host)
+    res = c.connect(paths([P1, P2]))
+    assert res["changed"] is True and res["resized"]["old_size"] == 64 << 20
+    assert res["resized"]["new_size"] == 128 << 20 and res["size"] == 128 << 20
+    assert host.fs.read("/sys/block/%s/size" % dm) == str(128 * 2048)
+    assert [h["argv"] for h in c.runner.history] == [["multipathd", "resize", "map", first["multipath_map"]]]
+    assert conn(host).connect(paths([P1, P2]))["changed"] is False
+
+
+def test_check_mode_reports_a_growth_and_changes_nothing(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    first = conn(host).connect(paths([P1, P2]))
+    host.resize_lun(IQN, 0, 128)
+    for d in host.disks():   # someone rescanned the paths; the map still has the old size
+        host.fs.write("/sys/block/%s/device/rescan" % d, "1")
+    snap = host.snapshot()
+    c = conn(host)
+    res = c.connect(paths([P1, P2]), check_mode=True)
+    assert res["changed"] is True and res["resized"]["new_size"] == 128 << 20 and "check mode" in res["resized"]["how"]
+    assert c.runner.history == [] and host.snapshot() == snap
+    assert res["device"] == first["device"]
+
+
+def test_a_lun_that_shrank_is_never_shrunk_on_the_host(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    first = conn(host).connect(paths([P1, P2]))
+    host.resize_lun(IQN, 0, 32)
+    c = conn(host)
+    res = c.connect(paths([P1, P2]))
+    assert res["changed"] is False and "resized" not in res
+    assert any("never shrunk" in w for w in c.warnings)
+    assert host.fs.read("/sys/block/%s/size" % first["device"][5:]) == str(64 * 2048)
+    assert c.runner.history == []
+
+
+def test_a_failed_resize_is_an_error(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    conn(host).connect(paths([P1, P2]))
+    host.resize_lun(IQN, 0, 128)
+    host.set_fault("hang", [{"cmd": "multipathd", "args_contain": "resize"}])
+    c = conn(host)
+    with pytest.raises(AttachError) as ei:
+        import connector.multipath as mp
+        run = c.runner.run
+        c.runner.run = lambda argv, **kw: run(argv, **dict(kw, timeout=0.5)) if argv[:2] == ["multipathd", "resize"] \
+            else run(argv, **kw)
+        c.connect(paths([P1, P2]))
+    assert "did not resize" in str(ei.value) and mp
+
+
+# -- honest re-runs with a dead portal ------------------------------------------------------------------
+def test_rerun_with_a_dead_portal_is_no_change(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    host.set_fault("portal_down", {P2: "refuse"})
+    first = conn(host).connect(paths([P1, P2]))
+    assert first["changed"] and first["failed_paths"][0]["portal"] == P2
+    snap = host.snapshot()
+    for _round in range(2):
+        c = conn(host)
+        again = c.connect(paths([P1, P2]))
+        assert again["changed"] is False, again
+        assert again["failed_paths"][0]["portal"] == P2 and any(P2 in w for w in c.warnings)
+        assert host.snapshot() == snap
+
+
+def test_skip_failed_portals_for_spares_the_login_budget(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    host.set_fault("portal_down", {P2: "refuse"})
+    log = host.state_dir + "/failed-portals.json"
+    first = conn(host, skip_failed_for=3600, failure_log=log).connect(paths([P1, P2]))
+    assert first["changed"] and json.loads(open(log).read())
+    runs = []
+    for _round in range(2):
+        c = conn(host, skip_failed_for=3600, failure_log=log)
+        again = c.connect(paths([P1, P2]))
+        assert again["changed"] is False and again["failed_paths"][0]["skipped"] is True
+        assert "skipped" in again["failed_paths"][0]["error"]
+        runs.append(len(c.runner.history))
+    assert runs == [0, 0], runs
+    # once the portal is back and the window is over, the re-run heals it and forgets the failure
+    host.clear_faults()
+    host.set_fault("time_scale", 0.01)
+    late = conn(host, skip_failed_for=3600, failure_log=log, wall_clock=lambda: time.time() + 7200)
+    healed = late.connect(paths([P1, P2]))
+    assert healed["changed"] is True and healed["failed_paths"] == [] and len(healed["paths"]) == 2
+    assert json.loads(open(log).read()) == {}
+
+
+def test_without_skip_a_dead_portal_is_tried_on_every_rerun(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    host.set_fault("portal_down", {P2: "refuse"})
+    conn(host).connect(paths([P1, P2]))
+    c = conn(host)
+    c.connect(paths([P1, P2]))
+    assert any(h["argv"][-1] == "--login" for h in c.runner.history)
