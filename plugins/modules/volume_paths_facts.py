@@ -283,6 +283,9 @@ ansible_facts:
                             map_without_working_path: 0, session_without_lun: 0, unexpected_lun: 0}}
 """
 
+import json
+import sys
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.brick.storage.plugins.module_utils.connector.errors import BrickError
@@ -292,7 +295,7 @@ from ansible_collections.brick.storage.plugins.module_utils.connector.paths impo
 
 
 def main():
-    module = AnsibleModule(
+    module = _module(
         argument_spec=dict(
             volume=dict(type="dict", options=dict(
                 portals=dict(type="list", elements="str", required=True, aliases=["portal"]),
@@ -323,6 +326,17 @@ def main():
         module.fail_json(msg="internal error (%s): %s" % (type(e).__name__, e), error="InternalError",
                          changed=False)
     module.exit_json(changed=False, ansible_facts={"volume_paths": facts})
+
+
+def _module(**kw):
+    """AnsibleModule(**kw); when ansible-core's own argument checking fails with an exception (it does for
+    ``volume: [null]``, a list where a dict of options is expected), a failure with a message, not a traceback."""
+    try:
+        return AnsibleModule(**kw)
+    except Exception as e:  # pylint: disable=broad-except
+        print(json.dumps({"failed": True, "changed": False, "error": "InvalidInput",
+                          "msg": "invalid input: the arguments could not be checked: %s" % e}))
+        sys.exit(1)
 
 
 def _failure(e, msg):
