@@ -152,6 +152,19 @@ options:
     type: str
     choices: [automatic, manual]
     default: automatic
+  lun_addressing:
+    description:
+      - How the array numbers its LUNs (SAM LUN addressing), that is which LUN number the kernel sees for O(lun).
+      - V(peripheral) (os-brick's C(SAM) or C(transparent)) uses O(lun) as it is. V(flat) (os-brick's
+        C(SAM3-flat)) uses flat space addressing, which the kernel sees as 16384 + O(lun). V(sam2) (os-brick's
+        C(SAM2)) uses peripheral addressing below 256 and flat space from 256.
+      - V(auto) uses flat space when another LUN of the session already shows that the array does (the kernel
+        tells), else peripheral; when nothing tells and the LUN does not appear in peripheral form by the first
+        rescan, its flat-space number is scanned too.
+      - The orphan audit reports the kernel's LUN numbers; a number of 16384 or more is used as it is.
+    type: str
+    choices: [auto, peripheral, flat, sam2, SAM, transparent, SAM2, SAM3-flat]
+    default: auto
   skip_failed_portals_for:
     description:
       - Seconds during which a portal whose login failed is not tried again by a re-run (V(0), the default, always
@@ -493,6 +506,8 @@ def main():
         multipath_wait_timeout=dict(type="float", default=10),
         startup=dict(type="str", choices=["automatic", "manual"], default="automatic"),
         skip_failed_portals_for=dict(type="float", default=0),
+        lun_addressing=dict(type="str", default="auto",
+                            choices=["auto", "peripheral", "flat", "sam2", "SAM", "transparent", "SAM2", "SAM3-flat"]),
         force=dict(type="bool", default=False),
         ignore_errors=dict(type="bool", default=False),
         lock_timeout=dict(type="raw", default=300),
@@ -541,7 +556,7 @@ def main():
                                login_retries=p["login_retries"], device_wait=p["device_wait_timeout"],
                                multipath=p["multipath"], multipath_wait=p["multipath_wait_timeout"],
                                auth=auth, startup=p["startup"], wwid=wwid,
-                               skip_failed_for=p["skip_failed_portals_for"],
+                               skip_failed_for=p["skip_failed_portals_for"], lun_addressing=p["lun_addressing"],
                                failure_log=os.path.join(p["lock_dir"], "failed-portals.json"))
         # -- fast path: nothing to do is decided from sysfs (and a rescan of the paths), without lock or command;
         # a map to resize (the LUN grew) goes on to the locked part

@@ -22,7 +22,7 @@ import time
 
 SIM_DIR = ".sim"
 FAULT_NAMES = ("portal_down", "hang", "flush_fail", "device_never_appears", "latency",
-               "time_scale", "multipathd_down", "login_fail", "wwid_change")
+               "time_scale", "multipathd_down", "login_fail", "wwid_change", "slow_sysfs")
 # What udev + multipathd do when a path's WWID changes under them (a remapped LUN, then a rescan).
 # "fail": the path stays in its map, failed (the default; to confirm on the lab); "readd": multipathd
 # removes the path from its map and adds it again as a new path (multipath-tools >= 0.8.6 source);
@@ -483,14 +483,17 @@ class Sim(object):
 
     # -- the array (LIO target) ----------------------------------------------------------------
     def add_target(self, iqn, portals, luns, tpgt=1, chap=None, mutual_chap=None, discovery_chap=None,
-                   vendor="LIO-ORG", model="FILEIO", acl=None):
+                   vendor="LIO-ORG", model="FILEIO", acl=None, lun_addressing="peripheral"):
+        if lun_addressing not in ("peripheral", "flat"):
+            raise SimError("lun_addressing is peripheral or flat, not %r" % (lun_addressing,))
         with self.locked() as st:
             out = {"iqn": iqn, "portals": list(portals), "tpgt": tpgt, "luns": {}}
             t = {"portals": [portal_key(p) for p in portals], "tpgt": tpgt, "luns": {},
                  "chap": list(chap) if chap else None,
                  "mutual_chap": list(mutual_chap) if mutual_chap else None,
                  "discovery_chap": list(discovery_chap) if discovery_chap else None,
-                 "vendor": vendor, "model": model, "acl": list(acl) if acl else None}
+                 "vendor": vendor, "model": model, "acl": list(acl) if acl else None,
+                 "lun_addressing": lun_addressing}
             for lun, size_mb in sorted(luns.items()):
                 lun = int(lun)
                 sw = lun_wwid(st["seed"], iqn, lun)
@@ -673,11 +676,13 @@ class Sim(object):
         if t is None or s["portal"] not in t["portals"]:
             return []
         never = set(self.fault("device_never_appears", []) or [])
-        mapped = sorted(int(x) for x in t["luns"])
+        # the kernel's LUN numbers: the array's with peripheral addressing, 16384 + it with flat addressing
+        # (SAM flat space: 0x40 in the first byte, as Linux's scsilun_to_int reads it)
+        mapped = sorted(self.kernel_lun(t, int(x)) for x in t["luns"])
         wanted = mapped if str(lun) == "-" else [int(lun)]
         made = []
         for n in wanted:
-            if n not in mapped or ("%s:%d" % (s["iqn"], n)) in never:
+            if n not in mapped or ("%s:%d" % (s["iqn"], self.array_lun(t, n))) in never:
                 continue
             hctl = "%d:0:0:%d" % (host, n)
             if any(d["hctl"] == hctl for d in st["disks"].values()):
@@ -685,10 +690,21 @@ class Sim(object):
             made.append(self.add_disk(s, n))
         return made
 
+    @staticmethod
+    def kernel_lun(t, n):
+        return 16384 + n if t.get("lun_addressing") == "flat" else n
+
+    @staticmethod
+    def array_lun(t, kl):
+        if t.get("lun_addressing") == "flat" and 16384 <= kl < 32768:
+            return kl - 16384
+        return kl
+
     def add_disk(self, s, lun):
+        """``lun``: the kernel's LUN number (H:C:T:L)."""
         st = self.st
         t = st["targets"][s["iqn"]]
-        L = t["luns"][str(lun)]
+        L = t["luns"][str(self.array_lun(t, lun))]
         used = set(d["index"] for d in st["disks"].values())
         index = 0
         while index in used:
@@ -775,7 +791,7 @@ class Sim(object):
         if d is None:
             return
         t = st["targets"].get(d["iqn"])
-        L = t and t["luns"].get(str(d["lun"]))
+        L = t and t["luns"].get(str(self.array_lun(t, d["lun"])))
         if not L:
             return
         resized = d["size_mb"] != L["size_mb"]

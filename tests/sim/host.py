@@ -43,6 +43,14 @@ class SimHostFS(HostFS):
             if real.startswith("/sys/") and not os.path.exists(self.path(real)):
                 raise IOError(errno.ENOENT, "No such file or directory (sysfs)", p)
             return super(SimHostFS, self).write(p, data)
+        slow = sim.fault("slow_sysfs", None) or {}
+        attr = "scan" if m is not None else h.group(5)
+        delay = slow.get(attr, slow.get("*")) if isinstance(slow, dict) else None
+        if delay:
+            # a kernel write that blocks (a SYNCHRONIZE CACHE to a dead session, a scan during recovery): the
+            # write(2) returns only after this many (real) seconds, then takes effect
+            import time
+            time.sleep(float(delay))
         with sim.locked() as st:
             if not os.path.exists(self.path(real)):
                 raise IOError(errno.ENOENT, "No such file or directory", p)
@@ -67,6 +75,9 @@ class SimHostFS(HostFS):
             else:
                 v = data.strip()
                 if v not in ("running", "offline"):
+                    raise IOError(errno.EINVAL, "Invalid argument", p)
+                if st["disks"][name]["state"] == "blocked" and v == "offline":
+                    # lab (kernel 6.1): a device in session recovery refuses to be set offline
                     raise IOError(errno.EINVAL, "Invalid argument", p)
                 sim.set_disk_state(name, v)
 
@@ -156,12 +167,14 @@ class SimHost(object):
 
     # -- the array --------------------------------------------------------------------------------
     def add_target(self, iqn, portals=("10.0.0.1:3260",), luns=None, tpgt=1, chap=None, mutual_chap=None,
-                   discovery_chap=None, vendor="LIO-ORG", model="FILEIO", acl=None):
+                   discovery_chap=None, vendor="LIO-ORG", model="FILEIO", acl=None, lun_addressing="peripheral"):
         """Export ``iqn`` on ``portals`` (one TPG) with ``luns`` {lun: size_mb}.  Returns
-        {"iqn", "portals", "tpgt", "luns": {lun: {"size_mb", "sysfs_wwid", "wwid"}}}."""
+        {"iqn", "portals", "tpgt", "luns": {lun: {"size_mb", "sysfs_wwid", "wwid"}}}.  With
+        ``lun_addressing="flat"`` the target reports its LUNs in SAM flat space: the kernel sees LUN n as
+        16384 + n (H:C:T:L and the by-path name), as with arrays that use flat addressing."""
         return self.sim.add_target(iqn, list(portals), luns if luns is not None else {0: 64}, tpgt=tpgt,
                                    chap=chap, mutual_chap=mutual_chap, discovery_chap=discovery_chap,
-                                   vendor=vendor, model=model, acl=acl)
+                                   vendor=vendor, model=model, acl=acl, lun_addressing=lun_addressing)
 
     def unmap_lun(self, iqn, lun):
         """Array side: the LUN is no longer mapped.  Existing devices stay (stale, state running),

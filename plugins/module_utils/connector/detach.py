@@ -157,7 +157,7 @@ def _disagreement(refs):
     return "; ".join(lines)
 
 
-def _candidates(fs, paths, iface, sessions, session_only):
+def _candidates(fs, paths, iface, sessions, session_only, kernel_lun=None):
     matched = []
     refs = []
     for p in paths:
@@ -168,21 +168,22 @@ def _candidates(fs, paths, iface, sessions, session_only):
                 matched.append((p, s))
             if session_only:
                 continue
-            for d in scsi.session_devices(fs, s, lun=p.lun):
+            kl = kernel_lun(p, s) if kernel_lun is not None else p.lun
+            for d in scsi.session_devices(fs, s, lun=kl):
                 m = scsi.multipath_of(fs, d.name) if d.name else None
                 if d.path not in [r.ident for r in refs]:
                     refs.append(DeviceRef(d, s, m, p))
     return matched, refs
 
 
-def plan_detach(fs, paths, iface="default", wwid=None, session_only=False, node_exists=None):
+def plan_detach(fs, paths, iface="default", wwid=None, session_only=False, node_exists=None, kernel_lun=None):
     """Plan the detach of the volume reached through ``paths`` (sysfs only, no command runs).
 
     ``wwid`` is the volume's expected WWID (normalised): devices that serve another WWID are kept.
     Without it, the devices found must agree on one WWID, else :class:`VolumeMismatch` is raised and
     nothing is planned.  ``session_only`` plans only the logout of sessions that carry no device."""
     sessions = scsi.iscsi_sessions(fs)
-    matched, refs = _candidates(fs, paths, iface, sessions, session_only)
+    matched, refs = _candidates(fs, paths, iface, sessions, session_only, kernel_lun)
     if wwid is None:
         seen = sorted(set(w for r in refs for w in _wwids_of(r)))
         if len(seen) > 1:
@@ -297,7 +298,8 @@ class Detacher(object):
     # -- helpers
     def plan(self):
         return plan_detach(self.fs, self.paths, iface=self.conn.iface, wwid=self.wwid,
-                           session_only=self.session_only, node_exists=self.conn.node_exists)
+                           session_only=self.session_only, node_exists=self.conn.node_exists,
+                           kernel_lun=getattr(self.conn, "kernel_lun", None))
 
     def _daemon_pid(self):
         pid = self.fs.read(mp.PIDFILE)
@@ -437,14 +439,23 @@ class Detacher(object):
                                       hint="check multipathd (journalctl -u multipathd)"))
 
     def _delete(self, plan):
-        """Delete every planned device at once and wait (bounded) for each to go, by identity."""
+        """Delete every planned device at once and wait (bounded) for each to go, by identity.
+
+        Each ``delete`` write runs in a forked writer bounded by DELETE_WAIT (scsi.bounded_writes): on a dead
+        session the kernel's SYNCHRONIZE CACHE may block it, and nothing may hold the module past its bound.  A
+        device whose session is not logged in but which is still "running" is set offline first, so that the
+        kernel fails its I/O at once (the kernel refuses that for a "blocked" device: EINVAL, ignored)."""
+        start = self.conn.clock()
+        dead = [r for r in plan.remove if r.session.state != "LOGGED_IN" and r.dev.state == "running"]
+        if dead:
+            scsi.bounded_writes(self.fs, [("%s/state" % r.dev.path, "offline") for r in dead], 5.0)
+        errors = scsi.bounded_writes(self.fs, [("%s/delete" % r.dev.path, "1") for r in plan.remove], DELETE_WAIT)
         for r in plan.remove:
-            try:
-                self.fs.write("%s/delete" % r.dev.path, "1")
-            except (IOError, OSError) as e:
-                if self.fs.exists(r.dev.path):
-                    self._problem(DetachError("could not delete %s: %s" % (r.dev.dev or r.dev.hctl, e)))
-        left = scsi.wait_gone(self.fs, [r.ident for r in plan.remove], DELETE_WAIT, sleep=self.conn.sleep,
+            err = errors.get("%s/delete" % r.dev.path)
+            if err and err != "timeout" and self.fs.exists(r.dev.path):
+                self._problem(DetachError("could not delete %s: %s" % (r.dev.dev or r.dev.hctl, err)))
+        left = scsi.wait_gone(self.fs, [r.ident for r in plan.remove],
+                              max(1.0, DELETE_WAIT - (self.conn.clock() - start)), sleep=self.conn.sleep,
                               clock=self.conn.clock)
         if left:
             self._problem(DetachError("devices still present after %ss: %s" % (DELETE_WAIT, ", ".join(

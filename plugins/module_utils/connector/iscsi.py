@@ -197,8 +197,12 @@ class Connector(object):
                  device_wait=20.0, multipath="auto", multipath_wait=10.0, auth=None,
                  startup="automatic", node_lock=None, clock=time.monotonic, sleep=time.sleep,
                  poll=0.05, link_wait=0.0, command_timeout=30.0, wwid=None, rescan_timeout=10.0,
-                 skip_failed_for=0.0, failure_log=None, wall_clock=time.time):
+                 skip_failed_for=0.0, failure_log=None, wall_clock=time.time, lun_addressing="auto"):
         self.fs = fs
+        if str(lun_addressing).lower() not in scsi.LUN_ADDRESSING:
+            raise InvalidInput("lun_addressing '%s' is not one of %s" % (
+                lun_addressing, ", ".join(sorted(scsi.LUN_ADDRESSING))))
+        self.lun_addressing = scsi.LUN_ADDRESSING[str(lun_addressing).lower()]
         # A portal whose login failed less than skip_failed_for seconds ago (recorded in failure_log, a JSON
         # file in the root-only lock directory) is not tried again by a re-run: for fleets where a portal is
         # down for hours, each re-run would otherwise pay the whole login budget to leave the host as it was.
@@ -231,6 +235,16 @@ class Connector(object):
         self.warnings = []
 
     # ------------------------------------------------------------------ helpers: sysfs state
+    def kernel_lun(self, path, session, devs=None):
+        """The kernel's LUN number for ``path`` on ``session`` (LUN addressing; "auto" looks at the session)."""
+        if path.lun is None:
+            return None
+        luns = ()
+        if self.lun_addressing == "auto" and path.lun < scsi.FLAT_BASE:
+            devs = scsi.session_devices(self.fs, session, with_details=False) if devs is None else devs
+            luns = [d.lun for d in devs]
+        return scsi.kernel_lun(path.lun, self.lun_addressing, luns)
+
     def sessions_for(self, path, sessions=None):
         """Sessions of ``path`` (target, any of the portal's addresses, this connector's iface)."""
         sessions = scsi.iscsi_sessions(self.fs) if sessions is None else sessions
@@ -254,8 +268,9 @@ class Connector(object):
         for p in paths:
             for s in self._sessions_for(p, sessions):
                 devs = scsi.session_devices(self.fs, s)
-                mine = [d for d in devs if d.lun == p.lun]
-                others = [d for d in devs if d.lun != p.lun]
+                kl = self.kernel_lun(p, s, devs)
+                mine = [d for d in devs if d.lun == kl]
+                others = [d for d in devs if d.lun != kl]
                 out.append({"path": p, "session": s, "devices": mine, "others": others})
         return out
 
@@ -431,24 +446,41 @@ class Connector(object):
         return found
 
     # ------------------------------------------------------------------ connect
+    def _scan(self, session, scan, deadline):
+        """One LUN scan write, bounded by the device wait's deadline (a scan on a session that went into recovery
+        blocks in the kernel)."""
+        err = scsi.bounded_writes(self.fs, [("/sys/class/scsi_host/host%d/scan" % session.host, scan)],
+                                  max(1.0, deadline - self.clock()))
+        if err:
+            self.warnings.append("LUN scan on host%d (%s): %s" % (session.host, scan, list(err.values())[0]))
+
     def _wait_device(self, path, session, deadline):
-        """Scan exactly this LUN on the session's host and wait for its block device."""
+        """Scan exactly this LUN on the session's host and wait for its block device.
+
+        With ``lun_addressing: auto`` and nothing on the session that tells the addressing, the LUN is scanned
+        in peripheral form first; only if it has not appeared by the first rescan is its flat-space number
+        (16384 + n) scanned too (an array that answers both forms has answered the first one by then)."""
         fs = self.fs
         c, t = scsi.session_target(fs, session)
-        scan = "%s %s %d" % ("-" if c is None else c, "-" if t is None else t, path.lun)
+        kl = self.kernel_lun(path, session)
+        cands = [kl]
+        if self.lun_addressing == "auto" and kl == path.lun and path.lun < scsi.FLAT_BASE:
+            cands.append(scsi.FLAT_BASE + path.lun)
+        prefix = "%s %s " % ("-" if c is None else c, "-" if t is None else t)
         start = self.clock()
         rescans = list(RESCAN_AT)
-        fs.write("/sys/class/scsi_host/host%d/scan" % session.host, scan)
+        self._scan(session, prefix + str(kl), deadline)
         while True:
-            devs = [d for d in scsi.session_devices(fs, session, lun=path.lun) if d.name]
+            devs = [d for d in scsi.session_devices(fs, session) if d.name and d.lun in cands]
             if devs:
-                return devs[0]
+                return sorted(devs, key=lambda d: cands.index(d.lun))[0]
             now = self.clock()
             if now >= deadline:
                 return None
             if rescans and now - start >= rescans[0]:
                 rescans.pop(0)
-                fs.write("/sys/class/scsi_host/host%d/scan" % session.host, scan)
+                for x in cands:
+                    self._scan(session, prefix + str(x), deadline)
             self.sleep(self.poll)
 
     def _connect_one(self, path, result, created, deadline):
@@ -469,7 +501,7 @@ class Connector(object):
                 created["sessions"].extend(sessions)
             s = sessions[0]
             result["session"] = s
-            existing = [d for d in scsi.session_devices(self.fs, s, lun=path.lun) if d.name]
+            existing = [d for d in scsi.session_devices(self.fs, s, lun=self.kernel_lun(path, s)) if d.name]
             if existing:
                 result["device"] = existing[0]
                 return
@@ -854,15 +886,10 @@ class Connector(object):
                     mp.flush(self.runner, m.name, retries=2, delay=0.5)
                 except BrickError:
                     pass
-        for name in created["devices"]:
-            if fs.exists("/sys/block/%s/device/delete" % name):
-                try:
-                    fs.write("/sys/block/%s/device/delete" % name, "1")
-                except (IOError, OSError):
-                    pass
-        gone_wait = scsi.wait_gone(fs, ["/sys/block/%s" % n for n in created["devices"]], 10,
-                                   sleep=self.sleep, clock=self.clock)
-        left += gone_wait
+        refs = [r for r in created.get("refs") or () if fs.exists(r.ident)]
+        scsi.bounded_writes(fs, [("%s/delete" % r.ident, "1") for r in refs], 10)
+        gone_wait = scsi.wait_gone(fs, [r.ident for r in refs], 10, sleep=self.sleep, clock=self.clock)
+        left += ["device %s" % (r.dev.dev or r.dev.hctl) for r in refs if r.ident in gone_wait]
         for s in list(created["sessions"]):
             if scsi.session_devices(fs, s):
                 left.append("session %d (carries other LUNs)" % s.sid)
@@ -943,7 +970,7 @@ class Connector(object):
     def plan_disconnect(self, paths, session_only=False):
         """What a detach of ``paths`` would remove and keep, and why (sysfs only): a DetachPlan."""
         return detach.plan_detach(self.fs, paths, iface=self.iface, wwid=self.wwid, session_only=session_only,
-                                  node_exists=self.node_exists)
+                                  node_exists=self.node_exists, kernel_lun=self.kernel_lun)
 
     def disconnect(self, paths, force=False, ignore_errors=False, check_mode=False, busy_check=None,
                    session_only=False):

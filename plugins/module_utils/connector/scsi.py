@@ -34,6 +34,32 @@ def udev_wwid(sysfs_wwid):
     return "8" + w
 
 
+# LUN addressing (SAM): how the array's LUN number n becomes the kernel's (Linux's scsilun_to_int, the L of H:C:T:L).
+# peripheral ("transparent", os-brick's "SAM"): n.  flat space (os-brick's "SAM3-flat"): 16384 + n (0x40 in the
+# first byte).  "sam2" (os-brick's "SAM2"): peripheral below 256, flat from 256.  "auto": flat when the session
+# already shows a LUN in flat space (the kernel tells), else peripheral.
+FLAT_BASE = 16384
+LUN_ADDRESSING = {"auto": "auto", "peripheral": "peripheral", "transparent": "peripheral", "sam": "peripheral",
+                  "flat": "flat", "sam3-flat": "flat", "sam2": "sam2"}
+
+
+def kernel_lun(lun, mode, session_luns=()):
+    """The kernel's LUN number of the array's LUN ``lun`` under addressing ``mode`` (see LUN_ADDRESSING)."""
+    mode = LUN_ADDRESSING.get(str(mode).lower(), mode)
+    if mode == "auto":
+        mode = "flat" if any(FLAT_BASE <= x < 2 * FLAT_BASE for x in session_luns) else "peripheral"
+    if lun >= FLAT_BASE or mode == "peripheral":
+        return lun
+    if mode == "flat" or (mode == "sam2" and lun >= 256):
+        return FLAT_BASE + lun
+    return lun
+
+
+def array_lun(klun):
+    """The array's LUN number of a kernel LUN in flat space (16384..32767), else the number itself."""
+    return klun - FLAT_BASE if FLAT_BASE <= klun < 2 * FLAT_BASE else klun
+
+
 def portal_str(addr, port):
     """iscsiadm's portal form: IPv6 in brackets."""
     if addr and ":" in addr:
@@ -291,35 +317,83 @@ def parent_of_partition(fs, name):
     return os.path.basename(os.path.dirname(fs.realpath("/sys/class/block/%s" % name)))
 
 
+def bounded_writes(fs, writes, timeout, clock=None, sleep=None):
+    """Kernel attribute writes that may block (``delete``, ``scan``, ``rescan``, ``state``), all at once, each in a
+    forked child process, bounded by ``timeout`` seconds in all.
+
+    A thread is not enough: a thread stuck in the kernel (a SYNCHRONIZE CACHE to a dead session, a scan on a
+    session in recovery) keeps the whole process from exiting, and Ansible waits for the module forever.  A
+    forked child closes every inherited file descriptor first, so even one that never comes back holds nothing of
+    the module's.  No command runs (no exec).  ``writes`` is a list of (path, data).  Returns {path: error} for the
+    writes that failed ("timeout" for those that did not finish); {} when every write worked."""
+    import errno
+    import time
+    clock = clock or time.monotonic
+    sleep = sleep or time.sleep
+    if not writes:
+        return {}
+    if not hasattr(os, "fork"):
+        out = {}
+        for path, data in writes:
+            try:
+                fs.write(path, data)
+            except (IOError, OSError) as e:
+                out[path] = e.strerror or str(e)
+        return out
+    kids = {}
+    for path, data in writes:
+        pid = os.fork()
+        if pid == 0:  # the child: write, exit, never return into the caller's code
+            code = 0
+            try:
+                os.closerange(0, _max_fd())
+                fs.write(path, data)
+            except (IOError, OSError) as e:
+                code = e.errno or 1
+            except BaseException:
+                code = 254
+            os._exit(code)
+        kids[pid] = path
+    out = {}
+    deadline = clock() + timeout
+    while kids:
+        for pid in list(kids):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except OSError:
+                done, status = pid, 0
+            if done == 0:
+                continue
+            path = kids.pop(pid)
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 255
+            if code:
+                out[path] = errno.errorcode.get(code, "error %d" % code) if code < 254 else "failed"
+        if not kids:
+            break
+        if clock() >= deadline:
+            for pid, path in kids.items():
+                out[path] = "timeout"  # left to finish (or not) on its own; it holds nothing of ours
+            break
+        sleep(0.01)
+    return out
+
+
+def _max_fd():
+    try:
+        return min(os.sysconf("SC_OPEN_MAX"), 65536)
+    except (AttributeError, ValueError, OSError):
+        return 4096
+
+
 def rescan(fs, devs, timeout=10.0):
     """Ask the kernel to re-read identity (VPD pages: the WWID) and capacity of ``devs`` (ScsiDevice).
 
-    One write to ``device/rescan`` per device, all at once, bounded by ``timeout``: a device on a session
-    that is not logged in is skipped (the write would wait for the session's recovery).  Returns the names
+    One write to ``device/rescan`` per device, all at once, bounded by ``timeout`` (see bounded_writes): a device
+    that is not ``running`` is skipped (the write would wait for its session's recovery).  Returns the names
     whose rescan did not finish in time or failed."""
-    import threading
-    import time
-    failed = []
-    threads = []
-
-    def one(d):
-        try:
-            fs.write("%s/rescan" % d.path, "1")
-        except (IOError, OSError):
-            failed.append(d.name)
-    for d in devs:
-        if not d.name or d.state != "running":
-            continue
-        t = threading.Thread(target=one, args=(d,))
-        t.daemon = True
-        threads.append((d, t))
-        t.start()
-    deadline = time.monotonic() + timeout
-    for d, t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-        if t.is_alive():
-            failed.append(d.name)
-    return failed
+    live = [d for d in devs if d.name and d.state == "running"]
+    errors = bounded_writes(fs, [("%s/rescan" % d.path, "1") for d in live], timeout)
+    return [d.name for d in live if "%s/rescan" % d.path in errors]
 
 
 def read_wwid(fs, dev):

@@ -149,3 +149,110 @@ def test_without_skip_a_dead_portal_is_tried_on_every_rerun(host):
     c = conn(host)
     c.connect(paths([P1, P2]))
     assert any(h["argv"][-1] == "--login" for h in c.runner.history)
+
+
+# -- bounded kernel writes --------------------------------------------------------------------------------
+def test_a_delete_that_blocks_in_the_kernel_does_not_hold_the_detach(host, monkeypatch):
+    import connector.detach as detach_mod
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    conn(host, multipath="off").connect(paths([P1]))
+    host.path_fail(P1, session_state="FREE")
+    host.set_fault("slow_sysfs", {"delete": 30})   # the SYNCHRONIZE CACHE of a dead session, say
+    monkeypatch.setattr(detach_mod, "DELETE_WAIT", 2.0)
+    c = conn(host)
+    t0 = time.monotonic()
+    out = c.disconnect(paths([P1]), force=True, ignore_errors=True)
+    took = time.monotonic() - t0
+    assert took < 10, took
+    # it says what it left (the device the kernel still holds), and does not claim success
+    assert any("device" in x for x in out["leftovers"]), out
+
+
+def test_the_rescan_of_a_rerun_is_bounded(host):
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    conn(host, multipath="off").connect(paths([P1]))
+    host.set_fault("slow_sysfs", {"rescan": 30})
+    c = conn(host, multipath="off", rescan_timeout=1.0)
+    t0 = time.monotonic()
+    res = c.connect(paths([P1]))
+    assert time.monotonic() - t0 < 5 and res["changed"] is False
+    assert any("did not finish" in w for w in c.warnings)
+
+
+def test_a_lun_scan_that_blocks_is_bounded_by_the_device_wait(host):
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    host.set_fault("slow_sysfs", {"scan": 30})
+    before = host.snapshot()
+    c = conn(host, multipath="off", device_wait=2.0)
+    t0 = time.monotonic()
+    with pytest.raises(AttachError):
+        c.connect(paths([P1]))
+    assert time.monotonic() - t0 < 15
+    host.clear_faults()
+
+
+def test_offline_before_delete_is_refused_for_a_blocked_device_as_on_the_lab(host):
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    res = conn(host, multipath="off").connect(paths([P1]))
+    host.path_fail(P1, session_state="FAILED")
+    name = res["device"][5:]
+    assert host.fs.read("/sys/block/%s/device/state" % name) == "blocked"
+    with pytest.raises(IOError):
+        host.fs.write("/sys/block/%s/device/state" % name, "offline")
+    # the detach goes on anyway (the write is tried and ignored), and with force removes the device
+    out = conn(host).disconnect(paths([P1]), force=True, ignore_errors=True)
+    assert not host.fs.exists("/sys/block/%s" % name), out
+
+
+# -- LUN addressing ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("lun,mode,want", [
+    (5, "peripheral", 5), (5, "transparent", 5), (5, "SAM", 5),
+    (5, "flat", 16389), (5, "SAM3-flat", 16389), (300, "flat", 16684),
+    (5, "sam2", 5), (300, "sam2", 16684), (300, "peripheral", 300),
+    (16389, "flat", 16389),   # already a kernel LUN in flat space
+], ids=lambda x: str(x))
+def test_kernel_lun_numbers(lun, mode, want):
+    from connector import scsi
+    assert scsi.kernel_lun(lun, mode) == want
+
+
+def test_auto_addressing_follows_what_the_session_shows():
+    from connector import scsi
+    assert scsi.kernel_lun(3, "auto", [0, 1]) == 3
+    assert scsi.kernel_lun(3, "auto", [16384]) == 16387
+
+
+@pytest.mark.parametrize("mode", ["flat", "auto"])
+def test_attach_rerun_and_detach_on_a_flat_addressing_array(host, mode):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64, 5: 32}, lun_addressing="flat")
+    before = host.snapshot()
+    res = conn(host, lun_addressing=mode).connect(paths([P1, P2], lun=5))
+    assert res["multipath"] and res["size"] == 32 << 20
+    assert sorted(d["hctl"].split(":")[3] for d in host.disks().values()) == ["16389", "16389"]
+    assert any(x.endswith("-lun-0x4005000000000000") for x in host.fs.listdir("/dev/disk/by-path"))
+    c = conn(host, lun_addressing=mode)
+    assert c.connect(paths([P1, P2], lun=5))["changed"] is False and c.runner.history == []
+    out = conn(host, lun_addressing=mode).disconnect(paths([P1, P2], lun=5))
+    assert out["leftovers"] == []
+    after = host.snapshot()
+    assert {k: v for k, v in after.items() if k != "/etc/multipath/wwids"} == \
+        {k: v for k, v in before.items() if k != "/etc/multipath/wwids"}
+
+
+def test_peripheral_addressing_on_a_flat_array_finds_nothing_and_cleans_up(host):
+    host.add_target(IQN, portals=[P1], luns={5: 32}, lun_addressing="flat")
+    before = host.snapshot()
+    with pytest.raises(AttachError) as ei:
+        conn(host, lun_addressing="peripheral", multipath="off", device_wait=1.5).connect(paths([P1], lun=5))
+    assert "did not appear" in str(ei.value)
+    assert host.snapshot() == before
+
+
+def test_the_audit_reads_flat_luns_back(host):
+    from connector.paths import gather
+    host.add_target(IQN, portals=[P1], luns={7: 16}, lun_addressing="flat")
+    conn(host, lun_addressing="flat", multipath="off").connect(paths([P1], lun=7))
+    f = gather(host.fs)
+    (row,) = f["luns"]
+    assert row["lun"] == 16391 and row["by_path"][0].endswith("-lun-0x4007000000000000")
+    assert f["orphans"] == []

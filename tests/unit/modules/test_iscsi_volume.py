@@ -214,3 +214,12 @@ def test_skip_failed_portals_for_through_the_module(mod, host, run_module):
         failed, again = run_module(mod, args(host, skip_failed_portals_for=600))
         assert not failed and again["changed"] is False and again["commands"] == 0, again
         assert again["failed_paths"][0]["skipped"] is True
+
+
+@pytest.mark.parametrize("mode", ["flat", "SAM3-flat", "auto"])
+def test_lun_addressing_through_the_module(mod, host, run_module, mode):
+    host.add_target(IQN, portals=[P1, P2], luns={3: 32}, lun_addressing="flat")
+    failed, res = run_module(mod, args(host, lun=[3], lun_addressing=mode))
+    assert not failed and res["multipath"] and {p["lun"] for p in res["paths"]} == {16387}, res
+    failed, res = run_module(mod, args(host, lun=[3], lun_addressing=mode, state="absent"))
+    assert not failed and res["changed"] and res["leftovers"] == []
