@@ -1,0 +1,112 @@
+"""A volume's life on the real kernel (issue 15): growth, dead targets, dead portals on re-runs, reboots.
+
+The real modules run inside the guest (guestrun.py); every test checks the kernel itself afterwards.
+"""
+import time
+
+import pytest
+
+from guestrun import GuestModules
+from test_volume_safety_lab import (P1, P2, T, disks, maps, read_sha, sessions, sh, wait_for,
+                                    write_pattern)
+
+
+@pytest.fixture(scope="module")
+def guest(lab, lab_ready):
+    return {"gm": GuestModules(lab), "used": False}
+
+
+@pytest.fixture
+def gm(lab, guest):
+    if guest["used"]:
+        lab.reset()
+        guest["gm"].installed = False
+    guest["used"] = True
+    return guest["gm"]
+
+
+def records(lab):
+    return sh(lab, "find /etc/iscsi/nodes -type f 2>/dev/null || true").split()
+
+
+# -- growth ------------------------------------------------------------------------------------------------
+def test_a_lun_that_grows_online_is_resized_by_a_rerun_with_the_data_intact(lab, gm):
+    lab.target("add-lun", "2", "--backstore", "iblock", "--size-mb", "32")
+    vol = {"portals": [P1, P2], "iqn": [T], "lun": [2]}
+    res = gm.run("iscsi_volume", vol)
+    dm, name = res["device"], res["multipath_map"]
+    assert res["size"] == 32 << 20
+    sha = write_pattern(lab, dm)
+    lab.target("grow-lun", "2", "48")
+    again = gm.run("iscsi_volume", vol)
+    assert again["changed"] is True and again["resized"]["old_size"] == 32 << 20, again
+    assert again["resized"]["new_size"] == 48 << 20 and again["size"] == 48 << 20
+    assert again["commands"] == 1  # multipathd resize map; the rescans are sysfs writes
+    # kernel side: the map and both paths have the new size, the data is the same
+    assert int(sh(lab, "blockdev --getsize64 %s" % dm)) == 48 << 20
+    for p in again["paths"]:
+        assert int(sh(lab, "blockdev --getsize64 %s" % p["device"])) == 48 << 20
+    assert sh(lab, "dmsetup table %s" % name).split()[1] == str(48 * 2048)
+    assert read_sha(lab, dm) == sha
+    third = gm.run("iscsi_volume", vol)
+    assert third["changed"] is False and third["commands"] == 0
+
+
+# -- a dead target -----------------------------------------------------------------------------------------
+def _dead_detach(lab, gm, vol, block):
+    res = gm.run("iscsi_volume", vol)
+    for ip in block:
+        lab.target("block-portal", ip)
+    t0 = time.monotonic()
+    out = gm.race([("iscsi_volume", dict(vol, state="absent", force=True, ignore_errors=True), 0)])[0]
+    took = time.monotonic() - t0
+    import sys
+    sys.stderr.write("[measure] force detach with %s blocked: %.1f s (changed=%s failed=%s leftovers=%s problems=%s)\n"
+                     % (",".join(block), took, out.get("changed"), out.get("failed"), out.get("leftovers"),
+                        out.get("problems")))
+    for ip in block:
+        lab.target("unblock-portal", ip)
+    return res, out, took
+
+
+def _nothing_left(lab):
+    # once the portal is back: no session, no device, no map, no record (iscsid may need a moment)
+    wait_for(lambda: sessions(lab) == {} and disks(lab) == {} and maps(lab) == {}, timeout=90,
+             what="nothing of the volume to be left")
+    assert records(lab) == []
+    assert sh(lab, "ls /dev/disk/by-path | grep iscsi || true").strip() == ""
+
+
+def test_force_detach_of_a_single_path_volume_whose_target_is_gone_is_bounded(lab, gm, record_property):
+    res, out, took = _dead_detach(lab, gm, {"portals": [P1], "iqn": [T], "lun": [1], "multipath": "off"},
+                                  ["127.0.0.1"])
+    record_property("dead_detach_single_s", round(took, 1))
+    assert not out.get("failed") or out.get("leftovers") is not None, out
+    assert took <= 30 + 8, (took, out)   # 30 s on the lab, plus the guest driver's own start-up
+    _nothing_left(lab)
+
+
+def test_force_detach_of_a_map_whose_paths_are_all_gone_is_bounded(lab, gm, record_property):
+    res, out, took = _dead_detach(lab, gm, {"portals": [P1, P2], "iqn": [T], "lun": [0]},
+                                  ["127.0.0.1", "127.0.0.2"])
+    record_property("dead_detach_map_s", round(took, 1))
+    assert took <= 30 + 8, (took, out)
+    _nothing_left(lab)
+
+
+# -- a dead portal on re-runs -----------------------------------------------------------------------------
+def test_reruns_with_a_blocked_portal_report_no_change(lab, gm):
+    lab.target("block-portal", "127.0.0.2")
+    vol = {"portals": [P1, P2], "iqn": [T], "lun": [0]}
+    first = gm.run("iscsi_volume", vol)
+    assert first["changed"] is True and [f["portal"] for f in first["failed_paths"]] == [P2]
+    state = (sessions(lab), sorted(disks(lab)), maps(lab), sorted(records(lab)))
+    for _round in (2, 3):
+        again = gm.run("iscsi_volume", vol)
+        assert again["changed"] is False, again
+        assert [f["portal"] for f in again["failed_paths"]] == [P2]
+        assert (sessions(lab), sorted(disks(lab)), maps(lab), sorted(records(lab))) == state
+    lab.target("unblock-portal", "127.0.0.2")
+    healed = gm.run("iscsi_volume", vol)
+    assert healed["changed"] is True and len(healed["paths"]) == 2 and healed["failed_paths"] == []
+    assert len(maps(lab)[healed["multipath_map"]]) == 2
