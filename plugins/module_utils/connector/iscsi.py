@@ -5,8 +5,9 @@
 
 Attach (``connect``): node records are created without discovery when portal and IQN are known,
 with manual LUN scan and bounded login timeouts set in ONE ``--op update`` call (CHAP credentials are
-written into the record file, never on a command line: see ``write_record``); logins run in parallel; only the wanted LUN is scanned through sysfs; devices, WWID and the multipath map are
-found through sysfs.  A re-run that finds the volume attached runs no command at all.
+written into the record file, never on a command line: see ``write_record``); logins run in parallel;
+only the wanted LUN is scanned through sysfs; devices, WWID and the multipath map are found through
+sysfs.  A re-run that finds the volume attached runs no command at all.
 
 Detach (``disconnect``) is stateless: sessions, this volume's devices, other LUNs on the same
 sessions and the map are all read from sysfs.  The flush is the data barrier: when it fails
