@@ -283,9 +283,6 @@ ansible_facts:
                             map_without_working_path: 0, session_without_lun: 0, unexpected_lun: 0}}
 """
 
-import json
-import sys
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.brick.storage.plugins.module_utils.connector.errors import BrickError
@@ -330,13 +327,15 @@ def main():
 
 def _module(**kw):
     """AnsibleModule(**kw); when ansible-core's own argument checking fails with an exception (it does for
-    ``volume: [null]``, a list where a dict of options is expected), a failure with a message, not a traceback."""
+    ``volume: [null]``, a list where a dict of options is expected), a failure with a message, not a traceback:
+    the arguments are read again with ``volume`` unchecked, only to report the error."""
     try:
         return AnsibleModule(**kw)
     except Exception as e:  # pylint: disable=broad-except
-        print(json.dumps({"failed": True, "changed": False, "error": "InvalidInput",
-                          "msg": "invalid input: the arguments could not be checked: %s" % e}))
-        sys.exit(1)
+        spec = dict(kw["argument_spec"], volume=dict(type="raw"))
+        module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+        module.fail_json(msg="invalid input: the arguments could not be checked: %s" % e, error="InvalidInput",
+                         changed=False)
 
 
 def _failure(e, msg):
