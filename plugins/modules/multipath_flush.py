@@ -69,7 +69,7 @@ options:
     default: 60
   show_cmdline:
     description:
-      - Also return the whole command line of each process that holds the map open (RV(blockers[].cmdline)).
+      - Also return the whole command line of each process that holds the map open (C(cmdline) in RV(blockers)).
       - B(Another user's command line may carry a secret) (a password given as an argument); the default names a
         process by pid, process name and user only. Turn it on only to debug, and keep the output private.
     type: bool

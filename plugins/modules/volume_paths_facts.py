@@ -331,7 +331,7 @@ def _module(**kw):
     the arguments are read again with ``volume`` unchecked, only to report the error."""
     try:
         return AnsibleModule(**kw)
-    except Exception as e:  # pylint: disable=broad-except
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
         spec = dict(kw["argument_spec"], volume=dict(type="raw"))
         module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
         module.fail_json(msg="invalid input: the arguments could not be checked: %s" % e, error="InvalidInput",

@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import re
 import socket
 import threading
@@ -146,7 +147,7 @@ def seconds(value, what, minimum=0.0, maximum=86400.0, zero_ok=True):
         f = float(value)
     except (TypeError, ValueError, OverflowError):
         raise InvalidInput("%s '%s' is not a number" % (what, show(value)))
-    if f != f or f in (float("inf"), float("-inf")) or f < minimum or f > maximum or (f == 0 and not zero_ok):
+    if math.isnan(f) or math.isinf(f) or f < minimum or f > maximum or (f == 0 and not zero_ok):
         low = ">= %g" % minimum if (zero_ok or minimum > 0) else "greater than 0"
         raise InvalidInput("%s must be %s and at most %g seconds, got %s" % (what, low, maximum, show(value)))
     return f

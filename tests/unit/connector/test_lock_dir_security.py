@@ -35,7 +35,7 @@ def as_nobody(fn):
             code = 0
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    status = os.waitpid(pid, 0)[1]
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "the unprivileged step failed"
 
 
@@ -104,6 +104,7 @@ def test_fresh_dir_in_a_public_parent_is_created_private(public):
             assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == 0
     finally:
         os.umask(old)
+
     # the unprivileged user can neither list it nor plant anything in it
     def probe():
         for fn in (lambda: os.listdir(str(d)), lambda: open(str(d / "host.seq"), "w")):

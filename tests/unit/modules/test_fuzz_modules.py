@@ -141,8 +141,8 @@ def idle_options(h):
 def facts_options(h):
     sub = {"portals": opt([[P1, P2], [P1], "10.0.0.1"]), "portal": opt([[P1]]), "iqn": opt([IQN]),
            "lun": opt([0, 1]), "wwid": opt([h.wwid0])}
-    volume = st.fixed_dictionaries({}, optional=dict((k, st.one_of(st.sampled_from(g), b)) for k, (g, b) in
-                                                     sub.items()))
+    volume = st.fixed_dictionaries(
+        {}, optional=dict((k, st.one_of(st.sampled_from(g), b)) for k, (g, b) in sub.items()))
     return {
         "volume": ([{"portals": [P1, P2], "iqn": IQN, "lun": 0}, {"portals": [P1], "iqn": IQN, "lun": 1,
                                                                  "wwid": h.wwid0}], st.one_of(volume, junk)),

@@ -22,6 +22,8 @@ IQN = "iqn.2003-01.org.example.array:vol1"
 P1, P2 = "10.0.0.1:3260", "10.0.0.2:3260"
 SECRET = "Chap-secret-of-vol1"
 DISC = "Discovery-secret-of-array"
+# ansible-core 2.21 itself refuses an argument with a NUL (it cannot log it to syslog): a failure, no traceback
+NUL_REFUSED = "null character"
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +111,8 @@ def test_hostile_input_is_a_message_and_runs_nothing(mods, host, run_module, bad
     if needle is None:  # an absurd but harmless value: works like a long timeout
         assert not failed, res
         return
-    assert failed and needle in res["msg"], res
-    assert res["commands"] == 0 and host.commands() == []
+    assert failed and (needle in res["msg"] or NUL_REFUSED in res["msg"]), res
+    assert res.get("commands", 0) == 0 and host.commands() == []
     assert host.snapshot() == before
     assert SECRET not in json.dumps(res)
     assert "\x00" not in res["msg"] and "\x1b" not in res["msg"]
@@ -123,7 +125,7 @@ def test_hostile_input_is_a_message_and_runs_nothing(mods, host, run_module, bad
 ])
 def test_multipath_flush_hostile_input(mods, host, run_module, bad, needle):
     failed, res = run_module(mods["multipath_flush"], dict({"lock_dir": host.lock_dir}, **bad))
-    assert failed and needle in res["msg"], res
+    assert failed and (needle in res["msg"] or NUL_REFUSED in res["msg"]), res
     assert host.commands() == []
 
 
@@ -131,7 +133,7 @@ def test_multipath_flush_hostile_input(mods, host, run_module, bad, needle):
                                  {"max_retries": 10 ** 12}, {"device": "/dev/sd\x00b"}])
 def test_block_device_idle_hostile_input(mods, host, run_module, bad):
     failed, res = run_module(mods["block_device_idle"], dict({"device": "/dev/sdb", "use_fuser": "never"}, **bad))
-    assert failed and res["error"] == "InvalidInput", res
+    assert failed and (res.get("error") == "InvalidInput" or NUL_REFUSED in res["msg"]), res
 
 
 # -- the lock directory --------------------------------------------------------------------------------------

@@ -110,8 +110,8 @@ def test_every_roles_validation_failure_prints_no_secret(tmp_path):
             "rescue": [{"name": "go on after %s" % role, "ansible.builtin.meta": "noop"}]})
     playbook = [{"hosts": "node", "gather_facts": False, "tasks": tasks}]
     # the shared volume list, with secrets and a typo, is in every role's scope (as in an inventory)
-    rc, out = play(str(tmp_path), playbook, {"brick_volumes": [volume(lun="zero",
-                                                                       chap_pasword_in=SECRETS["typo"])]})
+    shared = [volume(lun="zero", chap_pasword_in=SECRETS["typo"])]
+    rc, out = play(str(tmp_path), playbook, {"brick_volumes": shared})
     assert_no_secret(out)
     assert out.count("Validation of arguments failed") >= len(ROLES), out[-3000:]
     for role in ROLES:  # each role's own validation failed (its validate_args_context is in the output)
