@@ -62,8 +62,9 @@ step "start the lab"
 LAB_STARTED=1
 bash tests/lab/boot.sh start
 
-step "ansible-playbook -i $INVENTORY $PLAYBOOK ${EXTRA[*]:-}"
-ansible-playbook -i "$INVENTORY" "$PLAYBOOK" "${EXTRA[@]}"
+# deploy_image.yml overwrites volumes: it has no default hosts, brick_hosts names them
+step "ansible-playbook -i $INVENTORY $PLAYBOOK -e brick_hosts=iscsi_lab ${EXTRA[*]:-}"
+ansible-playbook -i "$INVENTORY" "$PLAYBOOK" -e brick_hosts=iscsi_lab "${EXTRA[@]}"
 
 step "done"
 if [ "$KEEP_LAB" = 1 ]; then

@@ -2,8 +2,8 @@
 
 Each playbook runs twice: the first run changes the guest, the second must report changed=0 (the flows are
 idempotent). attach/detach run with the example inventory playbooks/inventory/lab.yml; deploy_image runs
-exactly as `bash scripts/demo.sh` does (tests/lab/inventory.yml, no extra variables: the volumes come from
-playbooks/group_vars/iscsi_lab.yml and the test image is made on the guest).
+exactly as `bash scripts/demo.sh` does (tests/lab/inventory.yml and brick_hosts=iscsi_lab only: the volumes come
+from playbooks/group_vars/iscsi_lab.yml and the test image is made on the guest).
 
 The tests of this module depend on each other's order (attach, then detach; deploy starts from a clean guest
 because it runs after the detach); the module starts from the lab's "ready" state (conftest.lab_ready).
@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 IQN = "iqn.2003-01.org.linux-iscsi.lab:target1"
 EXAMPLE_INVENTORY = REPO / "playbooks" / "inventory" / "lab.yml"
+# detach.yml and deploy_image.yml have no default hosts (they take volumes away / overwrite them)
+HOSTS = {"brick_hosts": "iscsi_lab"}
 RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
                    r"\s+failed=(?P<failed>\d+)(?:\s+skipped=(?P<skipped>\d+))?", re.M)
 
@@ -90,32 +92,32 @@ def test_attach_twice(lab, example):
 def test_detach_twice(lab, example):
     # attached by the previous test (idempotent if run alone)
     ok(example.playbook(REPO / "playbooks" / "attach.yml"))
-    check = example.playbook(REPO / "playbooks" / "detach.yml", args=["--check"])
+    check = example.playbook(REPO / "playbooks" / "detach.yml", extra_vars=HOSTS, args=["--check"])
     assert ok(check)["changed"] >= 1, check.stdout[-4000:]
     assert sessions(lab) == 2  # check mode changed nothing
 
-    first = example.playbook(REPO / "playbooks" / "detach.yml")
+    first = example.playbook(REPO / "playbooks" / "detach.yml", extra_vars=HOSTS)
     r1 = ok(first)
     assert r1["changed"] >= 1, first.stdout[-4000:]
     assert sessions(lab) == 0
     assert guest(lab, "ls /dev/disk/by-path 2>/dev/null | grep -c iscsi || true").strip() == "0"
     assert guest(lab, "ls /sys/block | grep -c '^dm-' || true").strip() == "0"
 
-    second = example.playbook(REPO / "playbooks" / "detach.yml")
+    second = example.playbook(REPO / "playbooks" / "detach.yml", extra_vars=HOSTS)
     r2 = ok(second)
     assert r2["changed"] == 0, second.stdout[-6000:]
 
 
 def test_deploy_image_twice(lab, ansible_lab):
-    # as scripts/demo.sh runs it: tests/lab/inventory.yml and nothing else
+    # as scripts/demo.sh runs it: tests/lab/inventory.yml and brick_hosts only
     guest(lab, "rm -f /var/tmp/brick-storage-test-image.raw")
-    first = ansible_lab.playbook(REPO / "playbooks" / "deploy_image.yml")
+    first = ansible_lab.playbook(REPO / "playbooks" / "deploy_image.yml", extra_vars=HOSTS)
     r1 = ok(first)
     assert r1["changed"] >= 1, first.stdout[-6000:]
     assert "image verified" in first.stdout and "written now" in first.stdout, first.stdout[-6000:]
     assert sessions(lab) == 0  # detached at the end
 
-    second = ansible_lab.playbook(REPO / "playbooks" / "deploy_image.yml")
+    second = ansible_lab.playbook(REPO / "playbooks" / "deploy_image.yml", extra_vars=HOSTS)
     r2 = ok(second)
     assert r2["changed"] == 0, second.stdout[-6000:]
     assert "image verified" in second.stdout and "already there" in second.stdout, second.stdout[-6000:]
@@ -123,7 +125,7 @@ def test_deploy_image_twice(lab, ansible_lab):
 
     # check mode attaches nothing, so it cannot compare the content of a detached volume: it reports the write
     # as a possible change (and nothing else)
-    check = ansible_lab.playbook(REPO / "playbooks" / "deploy_image.yml", args=["--check"])
+    check = ansible_lab.playbook(REPO / "playbooks" / "deploy_image.yml", extra_vars=HOSTS, args=["--check"])
     assert ok(check)["changed"] <= 1, check.stdout[-6000:]
     assert "would write" in check.stdout, check.stdout[-6000:]
     assert sessions(lab) == 0
@@ -142,7 +144,7 @@ def test_deploy_image_content_on_the_lun(lab, example):
         got = guest(lab, "dd if=%s iflag=direct,count_bytes bs=1M count=%d status=none | sha256sum" % (dev, size)).split()[0]
         assert got == img
     finally:
-        ok(example.playbook(REPO / "playbooks" / "detach.yml"))
+        ok(example.playbook(REPO / "playbooks" / "detach.yml", extra_vars=HOSTS))
     assert sessions(lab) == 0
 
 
@@ -160,7 +162,7 @@ def test_deploy_image_into_partition_on_single_path(lab, ansible_lab):
     runner.env = dict(ansible_lab.env)
     runner.env["ANSIBLE_COLLECTIONS_PATH"] = ":".join(
         [runner.env["ANSIBLE_COLLECTIONS_PATH"], str(REPO / ".ansible" / "collections")])
-    extra = {"brick_deploy_volume": "lab-lun1", "brick_deploy_partition": True}
+    extra = dict(HOSTS, brick_deploy_volume="lab-lun1", brick_deploy_partition=True)
     first = runner.playbook(REPO / "playbooks" / "deploy_image.yml", extra_vars=extra)
     assert ok(first)["changed"] >= 1, first.stdout[-6000:]
     assert re.search(r"image verified: .* is on /dev/sd[a-z]+1 \(written now\)", first.stdout), first.stdout[-6000:]

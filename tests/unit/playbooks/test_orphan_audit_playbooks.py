@@ -138,8 +138,12 @@ def test_fail_on_orphans_fails_only_the_hosts_with_orphans(fleet):
 def test_cleanup_check_mode_then_for_real(fleet):
     before = dict((n, h.snapshot()) for n, h in fleet.hosts.items())
     rep = fleet.top + "/report"
+    # the cleanup removes things: without brick_hosts the playbook refuses to start
     rc, out = fleet.play("orphan_audit.yml", "--check", "-e", "brick_orphan_audit_report_dir=" + rep,
                          "-e", "brick_orphan_audit_cleanup=true")
+    assert rc != 0 and "set brick_hosts" in out and "has no default hosts" in out, out
+    rc, out = fleet.play("orphan_audit.yml", "--check", "-e", "brick_orphan_audit_report_dir=" + rep,
+                         "-e", "brick_orphan_audit_cleanup=true", "-e", "brick_hosts=all")
     assert rc == 0, out
     for n, h in fleet.hosts.items():
         assert h.snapshot() == before[n], h.diff(before[n], h.snapshot())
@@ -152,7 +156,7 @@ def test_cleanup_check_mode_then_for_real(fleet):
     # For real, limited to the kinds whose removal needs no sysfs write: the modules use a plain HostFS, whose
     # writes to a sim tree's "delete" attributes do not act like the kernel (the connector-level test
     # test_paths.py::test_real_cleanup_through_the_connector_leaves_no_orphan covers device removal).
-    rc, out = fleet.play("orphan_audit.yml", "-e", "brick_orphan_audit_report_dir=" + rep,
+    rc, out = fleet.play("orphan_audit.yml", "-e", "brick_orphan_audit_report_dir=" + rep, "-e", "brick_hosts=all",
                          "-e", "brick_orphan_audit_cleanup=true", "-e", "brick_orphan_audit_fail_on_orphans=true",
                          "-e", '{"brick_orphan_audit_cleanup_kinds": ["dangling_link", "session_without_lun"]}')
     assert rc == 2, out
