@@ -7,6 +7,7 @@ and the fake iscsiadm/multipath of the sim are first on PATH for the cleanup).""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,7 @@ class Fleet(object):
         os.symlink(REPO, os.path.join(coll, "storage"))
         self.hosts = {}
         self.expected = {}
+        self.extra_hosts = {}
 
     def add(self, name):
         h = SimHost(os.path.join(self.top, name))
@@ -53,7 +55,7 @@ class Fleet(object):
 
     def inventory(self):
         path = os.path.join(self.top, "inventory.json")
-        hosts = {}
+        hosts = dict(self.extra_hosts)
         for name, h in self.hosts.items():
             env = h.env()
             hv = {"brick_storage_environment": {"BRICK_STORAGE_ROOT": h.root, "BRICK_SIM_ROOT": h.root,
@@ -70,6 +72,7 @@ class Fleet(object):
 
     def play(self, playbook, *extra, **kw):
         env = dict(os.environ)
+        env.update(kw.get("env", {}))
         env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(self.top, "collections"), ANSIBLE_NOCOLOR="1",
                    ANSIBLE_LOCAL_TEMP=os.path.join(self.top, "tmp"), ANSIBLE_RETRY_FILES_ENABLED="0",
                    ANSIBLE_DEPRECATION_WARNINGS="0")
@@ -102,10 +105,23 @@ def fleet(tmp_path):
     return fl
 
 
+def recap_changed(out):
+    return dict((m.group(1), int(m.group(2))) for m in re.finditer(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)", out, re.M))
+
+
+def galaxy_version():
+    with open(os.path.join(REPO, "galaxy.yml")) as f:
+        return re.search(r"^version:\s*(\S+)", f.read(), re.M).group(1)
+
+
 def test_audit_report_over_three_hosts(fleet):
     rc, out = fleet.play("orphan_audit.yml", "-e", "brick_orphan_audit_report_dir=" + fleet.top + "/report")
     assert rc == 0, out
+    # a read-only audit changes nothing, the report files included
+    assert recap_changed(out) == {"clean": 0, "sick": 0, "extra": 0}, out
     js, txt = fleet.report()
+    assert js["schema_version"] == 2 and js["collection"] == "brick.storage"
+    assert js["collection_version"] == galaxy_version() and js["run_id"] is None
     t = js["totals"]
     assert t["hosts"] == 3 and t["hosts_audited"] == 3 and t["hosts_with_orphans"] == 2
     assert t["counts"] == {"dangling_link": 1, "device_without_session": 0, "device_on_failed_session": 1,
@@ -152,6 +168,8 @@ def test_cleanup_check_mode_then_for_real(fleet):
     acts = js["hosts"]["sick"]["cleanup"]["actions"]
     assert sorted(a["action"] for a in acts) == ["file", "iscsi_volume", "iscsi_volume"]
     assert "check mode, nothing removed" in txt
+    # honest wording: nothing was removed, so nothing is "left after the cleanup"
+    assert "orphans: 5 (check mode: nothing was removed;" in txt and "left after" not in txt, txt
 
     # For real, limited to the kinds whose removal needs no sysfs write: the modules use a plain HostFS, whose
     # writes to a sim tree's "delete" attributes do not act like the kernel (the connector-level test
@@ -168,6 +186,7 @@ def test_cleanup_check_mode_then_for_real(fleet):
     assert not os.path.lexists(fleet.hosts["sick"].fs.path("/dev/disk/by-path/ip-10.0.0.9:3260-iscsi-%s-lun-5" % IQN))
     assert fleet.hosts["sick"].sessions(iqn=IQN2) == []
     assert "after cleanup: 1 orphan(s)" in txt
+    assert "orphans: 5, left after the cleanup: 3" in txt
     # orphans are left on "sick" and "extra": those fail, "clean" does not
     assert "fatal: [sick]" in out and "fatal: [extra]" in out and "fatal: [clean]" not in out
     rc, out = fleet.play("verify_attached.yml", "-e", json.dumps(
@@ -194,3 +213,45 @@ def test_verify_attached_and_detached_messages(fleet):
     assert "LUN 1 is not detached from extra: 5 leftover(s): /dev/sd" in out
     rc, out = fleet.play("verify_detached.yml", "-e", json.dumps(dict(vol1, brick_volume_iqn="bad")))
     assert rc == 2 and "invalid input" in out and "malformed" in out
+
+
+def test_unreachable_host_serial_batches_and_stats(fleet):
+    # a fourth host whose ssh port refuses connections
+    fleet.extra_hosts["gone"] = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": 9,
+                                 "ansible_ssh_common_args": "-o ConnectTimeout=3"}
+    rc, out = fleet.play("orphan_audit.yml", "-e", "brick_orphan_audit_report_dir=" + fleet.top + "/report",
+                         "-e", "brick_serial=2", env={"ANSIBLE_SHOW_CUSTOM_STATS": "1"})
+    assert rc != 0, out
+    assert "fatal: [gone]" in out and "is unreachable" in out
+    for h in ("clean", "sick", "extra"):
+        assert "fatal: [%s]" % h not in out
+    js, txt = fleet.report()
+    # batches clean+sick, then extra+gone: the last batch's report holds every host, none pending
+    assert js["hosts"]["gone"]["status"] == "unreachable", js["hosts"]["gone"]
+    assert [js["hosts"][h]["status"] for h in ("clean", "sick", "extra")] == ["ok", "ok", "ok"]
+    t = js["totals"]
+    assert t["hosts"] == 4 and t["hosts_audited"] == 3 and t["hosts_unreachable"] == 1 and t["hosts_pending"] == 0
+    assert t["hosts_without_data"] == 1 and t["orphans"] == 5
+    assert "gone: UNREACHABLE - gone is unreachable" in txt and "1 unreachable" in txt
+    # the job statistics (AWX artifacts) carry every host too
+    stats = out[out.index("CUSTOM STATS"):]
+    for h in ("clean", "sick", "extra", "gone"):
+        assert '"%s"' % h in stats, stats
+
+
+def test_slices_of_one_run_merge_into_one_report(fleet):
+    rep = fleet.top + "/report"
+    run = ["-e", "brick_orphan_audit_report_dir=" + rep, "-e", "brick_orphan_audit_run_id=job-42"]
+    rc, out = fleet.play("orphan_audit.yml", "--limit", "clean", *run)
+    assert rc == 0, out
+    rc, out = fleet.play("orphan_audit.yml", "--limit", "sick:extra", *run)
+    assert rc == 0, out
+    js, _txt = fleet.report()
+    assert js["run_id"] == "job-42" and sorted(js["hosts"]) == ["clean", "extra", "sick"]
+    assert js["totals"]["hosts"] == 3 and js["totals"]["orphans"] == 5
+    # another run starts a report of its own
+    rc, out = fleet.play("orphan_audit.yml", "--limit", "clean", "-e", "brick_orphan_audit_report_dir=" + rep,
+                         "-e", "brick_orphan_audit_run_id=job-43")
+    assert rc == 0, out
+    js, _txt = fleet.report()
+    assert sorted(js["hosts"]) == ["clean"]
