@@ -221,10 +221,23 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.brick.storage.plugins.module_utils.connector.errors import BrickError
 from ansible_collections.brick.storage.plugins.module_utils.connector.idle import inspect, wait_idle
+from ansible_collections.brick.storage.plugins.module_utils.connector.validate import relaxed_spec
+
+
+def _module(**kw):
+    """AnsibleModule(**kw); when ansible-core's own argument checking raises instead of failing with a message
+    (``check_type_int('inf')`` raises OverflowError), the arguments are read again unchecked, only to fail with
+    a message: no input ends in a traceback."""
+    try:
+        return AnsibleModule(**kw)
+    except (TypeError, ValueError, OverflowError, AttributeError, KeyError, IndexError) as e:
+        module = AnsibleModule(argument_spec=relaxed_spec(kw["argument_spec"]), supports_check_mode=True)
+        module.fail_json(msg="invalid input: the arguments could not be checked: %s" % e, error="InvalidInput",
+                         changed=False)
 
 
 def main():
-    module = AnsibleModule(
+    module = _module(
         argument_spec=dict(
             device=dict(type="path", required=True),
             interval=dict(type="float", default=1.0),

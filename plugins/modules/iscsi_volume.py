@@ -444,6 +444,7 @@ from ansible_collections.brick.storage.plugins.module_utils.connector.errors imp
 from ansible_collections.brick.storage.plugins.module_utils.connector.hostfs import HostFS
 from ansible_collections.brick.storage.plugins.module_utils.connector.runner import Runner
 from ansible_collections.brick.storage.plugins.module_utils.connector import iscsi
+from ansible_collections.brick.storage.plugins.module_utils.connector.validate import relaxed_spec
 
 
 def _warn(module, warnings):
@@ -483,6 +484,18 @@ def _discover(module, conn, paths, p):
     return paths
 
 
+def _module(**kw):
+    """AnsibleModule(**kw); when ansible-core's own argument checking raises instead of failing with a message
+    (``check_type_int('inf')`` raises OverflowError), the arguments are read again unchecked, only to fail with
+    a message: no input ends in a traceback."""
+    try:
+        return AnsibleModule(**kw)
+    except (TypeError, ValueError, OverflowError, AttributeError, KeyError, IndexError) as e:
+        module = AnsibleModule(argument_spec=relaxed_spec(kw["argument_spec"]), supports_check_mode=True)
+        module.fail_json(msg="invalid input: the arguments could not be checked: %s" % e, error="InvalidInput",
+                         changed=False)
+
+
 def main():
     spec = dict(
         state=dict(type="str", choices=["present", "absent"], default="present"),
@@ -513,7 +526,7 @@ def main():
         lock_timeout=dict(type="raw", default=300),
         lock_dir=dict(type="path", default="/run/brick-storage"),
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    module = _module(argument_spec=spec, supports_check_mode=True)
     p = module.params
     runner = None
     try:

@@ -129,6 +129,7 @@ from ansible_collections.brick.storage.plugins.module_utils.connector.errors imp
 from ansible_collections.brick.storage.plugins.module_utils.connector.hostfs import HostFS
 from ansible_collections.brick.storage.plugins.module_utils.connector.runner import Runner
 from ansible_collections.brick.storage.plugins.module_utils.connector import scsi
+from ansible_collections.brick.storage.plugins.module_utils.connector.validate import relaxed_spec
 
 
 def _target_iqns(fs, m):
@@ -149,8 +150,20 @@ def _find(module, fs, ref, wwid):
     return m
 
 
+def _module(**kw):
+    """AnsibleModule(**kw); when ansible-core's own argument checking raises instead of failing with a message
+    (``check_type_int('inf')`` raises OverflowError), the arguments are read again unchecked, only to fail with
+    a message: no input ends in a traceback."""
+    try:
+        return AnsibleModule(**kw)
+    except (TypeError, ValueError, OverflowError, AttributeError, KeyError, IndexError) as e:
+        module = AnsibleModule(argument_spec=relaxed_spec(kw["argument_spec"]), supports_check_mode=True)
+        module.fail_json(msg="invalid input: the arguments could not be checked: %s" % e, error="InvalidInput",
+                         changed=False)
+
+
 def main():
-    module = AnsibleModule(
+    module = _module(
         argument_spec=dict(
             map=dict(type="str", required=True, aliases=["name", "device"]),
             wwid=dict(type="str", aliases=["wwn"]),

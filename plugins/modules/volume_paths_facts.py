@@ -287,6 +287,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.brick.storage.plugins.module_utils.connector.errors import BrickError
 from ansible_collections.brick.storage.plugins.module_utils.connector.hostfs import HostFS
+from ansible_collections.brick.storage.plugins.module_utils.connector.validate import relaxed_spec
 from ansible_collections.brick.storage.plugins.module_utils.connector.paths import (
     gather, normalize_expected, normalize_volume)
 
@@ -326,14 +327,13 @@ def main():
 
 
 def _module(**kw):
-    """AnsibleModule(**kw); when ansible-core's own argument checking fails with an exception (it does for
-    ``volume: [null]``, a list where a dict of options is expected), a failure with a message, not a traceback:
-    the arguments are read again with ``volume`` unchecked, only to report the error."""
+    """AnsibleModule(**kw); when ansible-core's own argument checking raises instead of failing with a message
+    (``check_type_int('inf')`` raises OverflowError), the arguments are read again unchecked, only to fail with
+    a message: no input ends in a traceback."""
     try:
         return AnsibleModule(**kw)
-    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
-        spec = dict(kw["argument_spec"], volume=dict(type="raw"))
-        module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    except (TypeError, ValueError, OverflowError, AttributeError, KeyError, IndexError) as e:
+        module = AnsibleModule(argument_spec=relaxed_spec(kw["argument_spec"]), supports_check_mode=True)
         module.fail_json(msg="invalid input: the arguments could not be checked: %s" % e, error="InvalidInput",
                          changed=False)
 

@@ -308,7 +308,7 @@ def test_two_discoveries_at_once_never_see_each_others_secret(host, tmp_path):
                 assert c.discover(iscsi.build_paths([P1], [IQN], [0])[0].portal)
         except Exception as e:  # pylint: disable=broad-except  # reported below
             errors.append(e)
-    threads = [threading.Thread(target=one) for _ in range(2)]
+    threads = [threading.Thread(target=one), threading.Thread(target=one)]
     for t in threads:
         t.start()
     for t in threads:

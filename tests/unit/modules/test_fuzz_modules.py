@@ -144,8 +144,8 @@ def facts_options(h):
     volume = st.fixed_dictionaries(
         {}, optional=dict((k, st.one_of(st.sampled_from(g), b)) for k, (g, b) in sub.items()))
     return {
-        "volume": ([{"portals": [P1, P2], "iqn": IQN, "lun": 0}, {"portals": [P1], "iqn": IQN, "lun": 1,
-                                                                 "wwid": h.wwid0}], st.one_of(volume, junk)),
+        "volume": ([{"portals": [P1, P2], "iqn": IQN, "lun": 0},
+                    {"portals": [P1], "iqn": IQN, "lun": 1, "wwid": h.wwid0}], st.one_of(volume, junk)),
         "expected": opt([[h.wwid0], [{"iqn": IQN, "lun": 0}], [{"iqn": IQN, "lun": 0, "portal": P1}], []]),
         "gather_orphans": opt([True, False]),
     }

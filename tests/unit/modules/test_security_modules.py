@@ -190,3 +190,20 @@ def test_multipath_flush_names_holders_without_command_lines(mods, host, run_mod
     failed, out = run_module(mods["multipath_flush"], {"map": res["multipath_map"], "lock_dir": host.lock_dir,
                                                        "show_cmdline": True}, check_mode=True)
     assert [b["cmdline"].split()[0] for b in out["blockers"] if b["kind"] == "process"] == ["backup"]
+
+
+@pytest.mark.parametrize("name,args", [
+    ("iscsi_volume", {"portals": [P1], "iqn": [IQN], "login_retries": "INF"}),
+    ("iscsi_volume", {"portals": [P1], "iqn": [IQN], "lun": ["-inf"]}),
+    ("multipath_flush", {"map": "x", "retries": "inf"}),
+    ("block_device_idle", {"device": "/dev/sdb", "max_retries": "Infinity"}),
+    ("volume_paths_facts", {"volume": {"portals": [P1], "iqn": IQN, "lun": "inf"}}),
+    ("volume_paths_facts", {"volume": [None]}),
+])
+def test_ansible_cores_own_exceptions_become_messages(mods, host, run_module, name, args):
+    """ansible-core's check_type_int('inf') raises OverflowError (a traceback) instead of failing: the
+    modules report it as invalid input, and run nothing."""
+    mod = mods.get(name) or import_collection_module(name)
+    failed, res = run_module(mod, dict(args, chap_password=SECRET) if name == "iscsi_volume" else args)
+    assert failed and res["error"] == "InvalidInput" and "could not be checked" in res["msg"], res
+    assert host.commands() == [] and SECRET not in json.dumps(res)
