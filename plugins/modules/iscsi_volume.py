@@ -54,23 +54,28 @@ options:
     description:
       - Target portals as C(host:port), C(host) (port 3260) or C([IPv6]:port).
       - With O(state=absent) they may be omitted; then every session to O(iqn) is considered.
+      - The aliases are the names of os-brick's connection properties (C(target_portal), C(target_portals)) and of
+        community.general.open_iscsi (C(portal)).
     type: list
     elements: str
-    aliases: [portal]
+    aliases: [portal, target_portal, target_portals]
   iqn:
     description:
       - Target IQN, or one IQN per portal in the same order.
       - When omitted, a SendTargets discovery on the first portal finds it (it must find exactly one target).
+      - The aliases are os-brick's (C(target_iqn), C(target_iqns)) and community.general.open_iscsi's (C(target),
+        C(targetname)) names.
     type: list
     elements: str
-    aliases: [target_iqn, target_iqns]
+    aliases: [target_iqn, target_iqns, target, targetname]
   lun:
     description:
       - LUN number, or one per portal in the same order. LUNs above 255 are supported.
       - Defaults to V([0]). Not allowed with O(session_only=true).
+      - The aliases C(target_lun) and C(target_luns) are os-brick's names.
     type: list
     elements: int
-    aliases: [luns, target_lun]
+    aliases: [luns, target_lun, target_luns]
   wwid:
     description:
       - The WWID the volume must have, as udev and multipath show it (C(3600140...)), in the sysfs form
@@ -108,23 +113,39 @@ options:
     choices: [auto, always]
     default: auto
   chap_username:
-    description: CHAP user name for the session (the target authenticates the initiator).
+    description:
+      - CHAP user name for the session (the target authenticates the initiator).
+      - Aliases - os-brick's C(auth_username) (os-brick sets it only with C(auth_method=CHAP); the filter
+        P(brick.storage.iscsi_volume_args#filter) turns a whole connection_properties dict into this module's
+        arguments) and community.general.open_iscsi's C(node_user).
     type: str
+    aliases: [auth_username, node_user]
   chap_password:
-    description: CHAP secret for the session.
+    description: CHAP secret for the session. Aliases - C(auth_password) (os-brick), C(node_pass) (open_iscsi).
     type: str
+    aliases: [auth_password, node_pass]
   chap_username_in:
-    description: Mutual CHAP user name (the initiator authenticates the target). Needs O(chap_username).
+    description:
+      - Mutual CHAP user name (the initiator authenticates the target). Needs O(chap_username).
+      - Aliases - C(auth_username_in), C(node_user_in) (open_iscsi).
     type: str
+    aliases: [auth_username_in, node_user_in]
   chap_password_in:
-    description: Mutual CHAP secret.
+    description: Mutual CHAP secret. Aliases - C(auth_password_in), C(node_pass_in) (open_iscsi).
     type: str
+    aliases: [auth_password_in, node_pass_in]
   discovery_chap_username:
-    description: CHAP user name for the SendTargets discovery.
+    description:
+      - CHAP user name for the SendTargets discovery.
+      - Aliases - C(discovery_auth_username) (os-brick), C(discover_user) (open_iscsi).
     type: str
+    aliases: [discovery_auth_username, discover_user]
   discovery_chap_password:
-    description: CHAP secret for the SendTargets discovery.
+    description:
+      - CHAP secret for the SendTargets discovery.
+      - Aliases - C(discovery_auth_password) (os-brick), C(discover_pass) (open_iscsi).
     type: str
+    aliases: [discovery_auth_password, discover_pass]
   iface:
     description: open-iscsi interface (C(iscsiadm -I)), which selects the transport (tcp, iser, offload).
     type: str
@@ -499,19 +520,19 @@ def _module(**kw):
 def main():
     spec = dict(
         state=dict(type="str", choices=["present", "absent"], default="present"),
-        portals=dict(type="list", elements="str", aliases=["portal"]),
-        iqn=dict(type="list", elements="str", aliases=["target_iqn", "target_iqns"]),
-        lun=dict(type="list", elements="int", aliases=["luns", "target_lun"]),
+        portals=dict(type="list", elements="str", aliases=["portal", "target_portal", "target_portals"]),
+        iqn=dict(type="list", elements="str", aliases=["target_iqn", "target_iqns", "target", "targetname"]),
+        lun=dict(type="list", elements="int", aliases=["luns", "target_lun", "target_luns"]),
         wwid=dict(type="str", aliases=["wwn"]),
         session_only=dict(type="bool", default=False),
         multipath=dict(type="str", choices=["auto", "required", "off"], default="auto"),
         discover=dict(type="str", choices=["auto", "always"], default="auto"),
-        chap_username=dict(type="str"),
-        chap_password=dict(type="str", no_log=True),
-        chap_username_in=dict(type="str"),
-        chap_password_in=dict(type="str", no_log=True),
-        discovery_chap_username=dict(type="str"),
-        discovery_chap_password=dict(type="str", no_log=True),
+        chap_username=dict(type="str", aliases=["auth_username", "node_user"]),
+        chap_password=dict(type="str", no_log=True, aliases=["auth_password", "node_pass"]),
+        chap_username_in=dict(type="str", aliases=["auth_username_in", "node_user_in"]),
+        chap_password_in=dict(type="str", no_log=True, aliases=["auth_password_in", "node_pass_in"]),
+        discovery_chap_username=dict(type="str", aliases=["discovery_auth_username", "discover_user"]),
+        discovery_chap_password=dict(type="str", no_log=True, aliases=["discovery_auth_password", "discover_pass"]),
         iface=dict(type="str", default="default"),
         login_timeout=dict(type="int", default=5),
         login_retries=dict(type="int", default=1),
