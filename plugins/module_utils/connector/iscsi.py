@@ -805,7 +805,11 @@ class Connector(object):
                 raise LoginError("could not log in to any portal: %s" % errs,
                                  hint="check portal addresses, the target ACL and CHAP settings")
             raise AttachError("volume not attached: %s" % errs,
-                              hint="check that the LUN is mapped to this initiator")
+                              hint="check that the LUN is mapped to this initiator, %s, in the target's ACL" % (
+                                  ([line.split("=", 1)[1].strip() for line in (self.fs.read(
+                                      "/etc/iscsi/initiatorname.iscsi", "") or "").splitlines()
+                                    if line.strip().startswith("InitiatorName=")] or [
+                                      "whose name is unknown (/etc/iscsi/initiatorname.iscsi has no InitiatorName)"])[-1]))
         devs = [r["device"] for r in good]
         self.verify_identity(devs, None, fresh=created["devices"])
         for r in failed:
