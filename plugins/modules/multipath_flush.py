@@ -77,18 +77,34 @@ options:
 """
 
 EXAMPLES = r"""
-- name: Flush the map of a volume by WWID
-  brick.storage.multipath_flush:
-    map: 36001405f3a2b4c5d6e7f8091a2b3c4d5
-  register: flushed
-  when: false  # replace with your WWID
+# These run as written on the embedded lab (tests/lab: its target serves LUN 0 on both portals);
+# tests/integration/lab/test_module_examples_lab.py runs them.
+- name: Attach a volume over two portals; the result names its dm-multipath map
+  brick.storage.iscsi_volume:
+    portals: [127.0.0.1:3260, 127.0.0.2:3260]
+    iqn: iqn.2003-01.org.linux-iscsi.lab:target1
+    lun: 0
+    multipath: required
+  register: vol
 
-- name: Flush the map behind a device path, with a patient lock, only if it is still that volume's map
+- name: Flush the volume's map by its WWID (the SCSI path devices stay)
   brick.storage.multipath_flush:
-    map: /dev/dm-0
-    wwid: 36001405f3a2b4c5d6e7f8091a2b3c4d5
+    map: "{{ vol.wwid }}"
+  register: flushed
+
+- name: Flush by device path with a patient lock, only while it is still that volume's map (gone now, no change)
+  brick.storage.multipath_flush:
+    map: "{{ vol.device }}"
+    wwid: "{{ vol.wwid }}"
     lock_timeout: patient
-  when: false  # replace with your map
+
+- name: Detach the volume (its paths, sessions and node records)
+  brick.storage.iscsi_volume:
+    state: absent
+    portals: [127.0.0.1:3260, 127.0.0.2:3260]
+    iqn: iqn.2003-01.org.linux-iscsi.lab:target1
+    lun: 0
+    wwid: "{{ vol.wwid }}"
 """
 
 RETURN = r"""
