@@ -268,7 +268,8 @@ def _plan_nodes(plan, paths, matched, node_exists):
 def _blocker_str(b):
     if isinstance(b, dict):
         if b.get("kind") == "process" or b.get("pid"):
-            return "pid %s (%s)" % (b.get("pid"), b.get("comm") or "?")
+            who = ", user %s" % b["user"] if b.get("user") else ""
+            return "pid %s (%s%s)" % (b.get("pid"), b.get("comm") or "?", who)
         if b.get("mountpoint"):
             return "%s mounted on %s" % (b.get("device") or "it", b["mountpoint"])
         if b.get("holder"):

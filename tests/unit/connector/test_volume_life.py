@@ -210,7 +210,7 @@ def test_offline_before_delete_is_refused_for_a_blocked_device_as_on_the_lab(hos
     (5, "flat", 16389), (5, "SAM3-flat", 16389), (300, "flat", 16684),
     (5, "sam2", 5), (300, "sam2", 16684), (300, "peripheral", 300),
     (16389, "flat", 16389),   # already a kernel LUN in flat space
-], ids=lambda x: str(x))
+], ids=str)
 def test_kernel_lun_numbers(lun, mode, want):
     from connector import scsi
     assert scsi.kernel_lun(lun, mode) == want
