@@ -11,13 +11,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from collections.abc import Mapping, Sequence
+
 from ansible.errors import AnsibleFilterError
-
-try:  # ansible-core < 2.13 has no Mapping re-export; the stdlib one works everywhere
-    from collections.abc import Mapping, Sequence
-except ImportError:  # pragma: no cover - Python 2
-    from collections import Mapping, Sequence  # type: ignore
-
 from ansible.utils.display import Display
 
 _NO_AUTH = (None, "", "none")

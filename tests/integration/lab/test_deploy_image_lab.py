@@ -104,14 +104,63 @@ def test_qcow2_from_url_then_a_cheap_second_run(lab, ansible_lab, image):
     assert sessions(lab) == 0
 
 
-def test_safe_mode_refuses_a_volume_with_a_file_system(lab, ansible_lab, image):
+# Bifrost's layout: the nodes in `baremetal` (never contacted), the deploying host in `target`; the role runs for
+# each node, delegated to groups['target'][0] (or localhost without that group), with the node's variables.
+BIFROST_INVENTORY = """
+all:
+  children:
+    target:
+      hosts:
+        lab:
+          ansible_host: 127.0.0.1
+          ansible_port: "{{ lookup('ansible.builtin.env', 'LAB_SSH_PORT') | default('2222', true) | int }}"
+          ansible_user: root
+          ansible_ssh_private_key_file: >-
+            {{ lookup('ansible.builtin.env', 'LAB_DIR') | default('/var/tmp/brick-lab', true) }}/id_ed25519
+          ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+          ansible_python_interpreter: /usr/bin/python3
+    baremetal:
+      hosts:
+        node-7:
+          ansible_host: 192.0.2.107
+          instance_info:
+            image_source: %(url)s
+            image_checksum: %(sha)s
+          brick_volumes:
+            - name: root
+              portals: [127.0.0.1:3260]
+              iqn: iqn.2003-01.org.linux-iscsi.lab:target1
+              lun: 1
+              multipath: "off"
+"""
+BIFROST_PLAY = """
+- name: Write each node's image onto its root volume, on the deploying host
+  hosts: baremetal
+  gather_facts: false
+  become: true
+  roles:
+    - role: brick.storage.deploy_image
+      delegate_to: "{{ groups['target'][0] if groups['target'] is defined else 'localhost' }}"
+      vars:
+        brick_deploy_volume: root
+        brick_image_source: "{{ instance_info.image_source }}"
+        brick_image_checksum: "{{ instance_info.image_checksum }}"
+"""
+
+
+def test_safe_mode_refuses_a_volume_with_a_file_system(lab, ansible_lab, image, tmp_path):
+    """Through Bifrost's delegation pattern: node-7's root volume (LUN 1) carries a file system."""
     # LUN 1 carries an ext4 file system that this flow did not write (made in its fileio backstore file, which
     # starts empty: LIO serves zeros past its end)
     guest(lab, "truncate -s 64M /var/lib/lab-target/lab1.img && mkfs.ext4 -q -F -L data /var/lib/lab-target/lab1.img"
                " && sync")
-    r = deploy(ansible_lab, brick_deploy_volume="lab-lun1", brick_image_source=URL,
-               brick_image_checksum="sha256:" + image)
+    inv = tmp_path / "bifrost.yml"
+    inv.write_text(BIFROST_INVENTORY % {"url": URL, "sha": image})
+    play = tmp_path / "deploy-on-target.yml"
+    play.write_text(BIFROST_PLAY)
+    r = ansible_lab.playbook(play, args=["-i", str(inv)])
     assert r.rc == 2, r.stdout[-6000:]
+    assert "fatal: [node-7 -> lab(127.0.0.1)]" in r.stdout, r.stdout[-6000:]
     assert "safe mode:" in r.stdout and "carries ext4 at 0x438 (label data)" in r.stdout, r.stdout[-6000:]
     assert "nothing was written" in r.stdout and "brick_safe_mode=false" in r.stdout
     assert "ext4" in guest(lab, "wipefs --no-act /var/lib/lab-target/lab1.img")

@@ -6,8 +6,6 @@ connection properties; attached by brick.storage.attach and detached again by br
 import json
 import time
 
-import pytest
-
 IQN = "iqn.2003-01.org.linux-iscsi.lab:target1"
 P1, P2 = "127.0.0.1:3260", "127.0.0.2:3260"
 DUSER, DSECRET = "disc-user", "DiscSecret-0123"
