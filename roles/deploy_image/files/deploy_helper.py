@@ -390,9 +390,12 @@ def cmd_image(req):
     # format: the qcow2 magic, or what qemu-img probes (vmdk, vdi...), or raw
     fmt = req.get("format") or "auto"
     info = None
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if fmt == "raw" and magic == QCOW2_MAGIC:
+        # writing the qcow2 container byte for byte would give a disk nobody can boot
+        raise Fail("%s is a qcow2 image, not raw: set brick_image_format to qcow2 or auto" % path)
     if fmt == "auto":
-        with open(path, "rb") as f:
-            magic = f.read(4)
         if magic == QCOW2_MAGIC:
             fmt = "qcow2"
         elif res["qemu_img"]:
