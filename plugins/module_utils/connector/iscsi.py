@@ -39,6 +39,14 @@ RC_NO_OBJS = 21
 RC_AUTH = 24
 # Rescans of a LUN that has not appeared yet, in seconds after the first one.
 RESCAN_AT = (1.0, 3.0, 7.0, 15.0)
+# What the node records keep once an attach worked: the settings of the next login, which is iscsid's own at boot
+# (node.startup = automatic), not ours.  open-iscsi's defaults (iscsid.conf) for the login bounds, so that a boot
+# that finds the target late keeps trying for about 2 minutes; and an automatic LUN scan, so that the volume's
+# devices (and every other LUN the target maps to this initiator) come back with the session.  The attach's own
+# bounded login (login_timeout x login_retries) and manual one-LUN scan are set again before each login it makes.
+BOOT_SETTINGS = (("node.session.scan", "auto"),
+                 ("node.conn[0].timeo.login_timeout", "15"),
+                 ("node.session.initial_login_retry_max", "8"))
 
 
 class Path(object):
@@ -327,9 +335,15 @@ class Connector(object):
                                  "was written without it" % (il.stale, self.command_timeout))
 
     def _prepare_node(self, path, created):
-        if not self.node_exists(path) and not self.record_files(path):
+        existing = self.record_files(path)
+        if not existing and not self.node_exists(path):
             self._node_db(self._node_argv(path, "--op", "new"))
             created["nodes"].append(path)
+        else:
+            # a record that was there before (the admin's, or an earlier attach's): put back as it was if this
+            # attach fails, or if this portal does not work
+            for f in existing:
+                created.setdefault("saved", []).append((path, f, self.fs.read_raw(f)))
         params = [("node.session.scan", "manual"),
                   ("node.startup", self.startup),
                   ("node.conn[0].timeo.login_timeout", str(int(self.login_timeout))),
@@ -351,6 +365,40 @@ class Connector(object):
                 raise AttachError("the node record of %s was not found after it was written: its CHAP credentials "
                                   "cannot be set" % path, hint="check /etc/iscsi/nodes (or /var/lib/iscsi/nodes)")
             self._write_records(files, NODE_AUTH_KEYS, auth)
+        finally:
+            self.node_lock.release()
+
+    def _restore_records(self, created, path=None):
+        """Put back the records saved by _prepare_node (all, or those of ``path``): byte for byte."""
+        todo = [x for x in created.get("saved") or () if path is None or x[0] is path]
+        if not todo:
+            return []
+        left = []
+        self.node_lock.acquire()
+        try:
+            with IdbmLock(self.fs, timeout=self.command_timeout, clock=self.clock, sleep=self.sleep):
+                for p, f, text in todo:
+                    try:
+                        if text is not None and self.fs.is_private_file(f):
+                            self.fs.write_private(f, text)
+                    except (IOError, OSError) as e:
+                        left.append("node record %s (not restored: %s)" % (f, e))
+                    created["saved"].remove((p, f, text))
+        finally:
+            self.node_lock.release()
+        return left
+
+    def _persist_boot_settings(self, paths):
+        """The records of the paths that work get the settings of the next login (BOOT_SETTINGS): no command."""
+        files = [f for p in paths for f in self.record_files(p)]
+        if not files:
+            return
+        self.node_lock.acquire()
+        try:
+            self._write_records(files, [k for k, _v in BOOT_SETTINGS], list(BOOT_SETTINGS))
+        except (IOError, OSError, BrickError) as e:
+            self.warnings.append("the node records keep the attach's short login bounds (%s): a boot that finds the "
+                                 "target late may give up" % e)
         finally:
             self.node_lock.release()
 
@@ -832,6 +880,7 @@ class Connector(object):
                     raise AttachError(msg, hint="check multipathd and /etc/multipath.conf (blacklist, find_multipaths)")
                 self.warnings.append(msg + ": returning a single path device, performance and resilience are degraded")
                 devs = devs[:1]
+        self._persist_boot_settings([r["path"] for r in good])
         return self.describe(paths, devs, m, changed=True)
 
     def _forget_path(self, r, created):
@@ -846,6 +895,8 @@ class Connector(object):
         if p in created["nodes"] and not self._sessions_for(p):
             self._node_db(self._node_argv(p, "--op", "delete"), ok=(0, RC_NO_OBJS))
             created["nodes"].remove(p)
+        if not self._sessions_for(p):
+            self._restore_records(created, p)
 
     def _wait_map(self, devs, created, live):
         fs = self.fs
@@ -907,6 +958,7 @@ class Connector(object):
             r = self._node_db(self._node_argv(p, "--op", "delete"), ok=(0, RC_NO_OBJS))
             if r.rc not in (0, RC_NO_OBJS):
                 left.append("node record %s" % p)
+        left += self._restore_records(created)
         if created.get("wwid"):
             mp.forget_wwid(self.runner, created["wwid"])
         gone = detach.DetachPlan()

@@ -110,3 +110,27 @@ def test_reruns_with_a_blocked_portal_report_no_change(lab, gm):
     healed = gm.run("iscsi_volume", vol)
     assert healed["changed"] is True and len(healed["paths"]) == 2 and healed["failed_paths"] == []
     assert len(maps(lab)[healed["multipath_map"]]) == 2
+
+
+# -- a cold reboot -----------------------------------------------------------------------------------------
+def test_an_automatic_attach_comes_back_after_a_cold_reboot_with_nothing_run(lab, gm):
+    vol = {"portals": [P1, P2], "iqn": [T], "lun": [0], "startup": "automatic"}
+    res = gm.run("iscsi_volume", vol)
+    wwid, name = res["wwid"], res["multipath_map"]
+    sha = write_pattern(lab, res["device"])
+    sh(lab, "sync")
+    lab.reboot()
+    # nothing of ours ran after the boot: iscsid logged in (node.startup automatic), the LUN was scanned,
+    # multipathd built the map, udev made the links
+    wait_for(lambda: len(sessions(lab)) == 2, timeout=180, what="both sessions to come back")
+    wait_for(lambda: len(maps(lab).get(name, [])) == 2, timeout=120, what="the map with both paths")
+    assert sorted(sessions(lab).values()) == sorted([P1, P2])
+    wait_for(lambda: sh(lab, "readlink -f /dev/disk/by-id/dm-uuid-mpath-%s || true" % wwid).strip().startswith(
+        "/dev/dm-"), timeout=60, what="udev's by-id link of the map")
+    assert read_sha(lab, "/dev/disk/by-id/dm-uuid-mpath-%s" % wwid) == sha
+    # boot-friendly settings were persisted, not the attach-time bounds
+    rec = sh(lab, "cat $(find /etc/iscsi/nodes -type f | head -1)")
+    assert "node.conn[0].timeo.login_timeout = 5" not in rec, rec
+    # and the attach finds it all attached: no change, no command
+    again = gm.run("iscsi_volume", vol)
+    assert again["changed"] is False and again["commands"] == 0 and again["wwid"] == wwid

@@ -256,3 +256,73 @@ def test_the_audit_reads_flat_luns_back(host):
     (row,) = f["luns"]
     assert row["lun"] == 16391 and row["by_path"][0].endswith("-lun-0x4007000000000000")
     assert f["orphans"] == []
+
+
+# -- persistence across reboots ------------------------------------------------------------------------------
+def _records(h):
+    out = {}
+    base = "/etc/iscsi/nodes/%s" % IQN
+    for e in h.fs.listdir(base):
+        full = "%s/%s" % (base, e)
+        files = [full] if not h.fs.isdir(full) else ["%s/%s" % (full, x) for x in h.fs.listdir(full)]
+        for f in files:
+            out[f] = h.fs.read_raw(f)
+    return out
+
+
+def _setting(text, key):
+    vals = [line.split("=", 1)[1].strip() for line in text.splitlines() if line.split("=", 1)[0].strip() == key]
+    return vals[-1] if vals else None
+
+
+def test_a_working_attach_leaves_boot_friendly_records(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    conn(host).connect(paths([P1, P2]))
+    recs = _records(host)
+    assert len(recs) == 2
+    for text in recs.values():
+        assert _setting(text, "node.startup") == "automatic"
+        assert _setting(text, "node.session.scan") == "auto"
+        assert _setting(text, "node.conn[0].timeo.login_timeout") == "15"
+        assert _setting(text, "node.session.initial_login_retry_max") == "8"
+
+
+def test_after_a_reboot_the_volume_comes_back_with_nothing_run_by_us(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    res = conn(host).connect(paths([P1, P2]))
+    # the reboot: the kernel state is gone, the node records stay, and open-iscsi.service logs in
+    for p in (P1, P2):
+        host.logout(IQN, p, delete_record=False)
+    assert host.disks() == {} and host.maps() == {}
+    rc, _out, err = host.run("iscsiadm", "-m", "node", "--loginall=automatic")
+    assert rc == 0, err
+    maps = host.maps()
+    assert len(maps) == 1 and list(maps.values())[0]["wwid"] == res["wwid"]
+    assert sorted(list(maps.values())[0]["paths"]) == sorted(host.disks())
+    c = conn(host)
+    again = c.connect(paths([P1, P2]))
+    assert again["changed"] is False and c.runner.history == []
+
+
+def test_a_failed_attach_puts_back_the_record_that_was_there(host):
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    base = ["-m", "node", "-T", IQN, "-p", P1]
+    host.run("iscsiadm", *(base + ["--op", "new"]))
+    host.run("iscsiadm", *(base + ["--op", "update", "-n", "node.session.scan", "-v", "auto",
+                                   "-n", "node.conn[0].timeo.login_timeout", "-v", "30"]))
+    before = _records(host)
+    host.set_fault("portal_down", {P1: "refuse"})
+    with pytest.raises(Exception):
+        conn(host, multipath="off").connect(paths([P1]))
+    assert _records(host) == before
+
+
+def test_a_dead_portal_keeps_its_old_record_while_the_other_one_attaches(host):
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    host.run("iscsiadm", "-m", "node", "-T", IQN, "-p", P2, "--op", "new")
+    before = dict((k, v) for k, v in _records(host).items() if "10.0.0.2" in k)
+    host.set_fault("portal_down", {P2: "refuse"})
+    res = conn(host).connect(paths([P1, P2]))
+    assert res["changed"] and res["failed_paths"][0]["portal"] == P2
+    after = dict((k, v) for k, v in _records(host).items() if "10.0.0.2" in k)
+    assert after == before
