@@ -262,13 +262,9 @@ class Connector(object):
     _sessions_for = sessions_for
 
     def node_exists(self, path):
-        addr = path.portal.host
-        prefix = "%s,%d," % (addr, path.portal.port)
-        for d in NODE_DIRS:
-            for e in self.fs.listdir("%s/%s" % (d, path.iqn)):
-                if e.lower().startswith(prefix.lower()):
-                    return True
-        return False
+        """Whether ``path`` has a node record on this connector's iface (both record layouts; a record of the
+        same portal under another iface is another record)."""
+        return bool(self.record_files(path))
 
     def state(self, paths):
         """What of the volume is attached right now (sysfs only)."""
@@ -336,7 +332,7 @@ class Connector(object):
 
     def _prepare_node(self, path, created):
         existing = self.record_files(path)
-        if not existing and not self.node_exists(path):
+        if not existing:
             self._node_db(self._node_argv(path, "--op", "new"))
             created["nodes"].append(path)
         else:

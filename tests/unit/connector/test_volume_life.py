@@ -326,3 +326,17 @@ def test_a_dead_portal_keeps_its_old_record_while_the_other_one_attaches(host):
     assert res["changed"] and res["failed_paths"][0]["portal"] == P2
     after = dict((k, v) for k, v in _records(host).items() if "10.0.0.2" in k)
     assert after == before
+
+
+# -- node records per iface ------------------------------------------------------------------------------------
+def test_a_record_of_the_same_portal_under_another_iface_is_another_record(host):
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    rc, _o, err = host.run("iscsiadm", "-m", "node", "-T", IQN, "-p", P1, "-I", "iser", "--op", "new")
+    assert rc == 0, err
+    other = _records(host)
+    c = conn(host, multipath="off")
+    res = c.connect(paths([P1]))
+    assert res["changed"] and ["--op", "new"] == c.runner.history[0]["argv"][-2:]
+    # the detach removes the default iface's record only; the iser one stays as it was
+    conn(host).disconnect(paths([P1]))
+    assert _records(host) == other
