@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from connector import iscsi
+from connector import iscsi, iscsiadm
+from connector.chap import NODE_AUTH_KEYS
 from connector.errors import AttachError, InvalidInput, LoginError, SecretExposure
 from connector.hostfs import HostFS
 from connector.runner import Runner
@@ -145,12 +146,12 @@ def test_record_that_is_a_link_is_refused(host, tmp_path):
 def test_record_with_replaces_and_keeps_the_rest():
     text = ("# BEGIN RECORD 2.1.8\nnode.name = x\nnode.session.auth.authmethod = None\n"
             "node.session.auth.chap_algs = MD5\n# END RECORD\n")
-    out = iscsi.record_with(text, iscsi.NODE_AUTH_KEYS, [("node.session.auth.authmethod", "CHAP"),
+    out = iscsiadm.record_with(text, NODE_AUTH_KEYS, [("node.session.auth.authmethod", "CHAP"),
                                                          ("node.session.auth.password", "p w=#x")])
     assert out == ("# BEGIN RECORD 2.1.8\nnode.name = x\nnode.session.auth.chap_algs = MD5\n"
                    "node.session.auth.authmethod = CHAP\nnode.session.auth.password = p w=#x\n# END RECORD\n")
     # no END line: appended
-    assert iscsi.record_with("a = 1", ("b",), [("b", "2")]) == "a = 1\nb = 2\n"
+    assert iscsiadm.record_with("a = 1", ("b",), [("b", "2")]) == "a = 1\nb = 2\n"
 
 
 def test_private_write_is_0600_whatever_the_umask(tmp_path):
@@ -174,9 +175,9 @@ def test_idbm_lock_is_taken_and_bounded(host):
     os.makedirs(fs.path("/run/lock/iscsi"))
     seen = {}
 
-    class Spy(iscsi.IdbmLock):
+    class Spy(iscsiadm.IdbmLock):
         def __enter__(self):
-            r = iscsi.IdbmLock.__enter__(self)
+            r = iscsiadm.IdbmLock.__enter__(self)
             seen["held"] = fs.lexists("/run/lock/iscsi/lock.write")
             return r
     with Spy(fs, timeout=1.0):
@@ -184,7 +185,7 @@ def test_idbm_lock_is_taken_and_bounded(host):
     assert seen["held"] and not fs.lexists("/run/lock/iscsi/lock.write")
     os.link(fs.path("/run/lock/iscsi/lock"), fs.path("/run/lock/iscsi/lock.write"))  # a crashed iscsiadm's
     t0 = time.monotonic()
-    with iscsi.IdbmLock(fs, timeout=0.3) as il:
+    with iscsiadm.IdbmLock(fs, timeout=0.3) as il:
         pass
     assert 0.3 <= time.monotonic() - t0 < 1.0 and il.stale
     assert fs.lexists("/run/lock/iscsi/lock.write")  # not ours: left alone
