@@ -36,7 +36,8 @@ class AttachJournal(object):
 
     def rollback(self, conn, db):
         """Remove every leftover this call created; return what could not be removed."""
-        from . import detach
+        from .detach_plan import DetachPlan
+        from .links import remove_stale_links
         fs = conn.fs
         left = []
         for name in self.devices:
@@ -58,9 +59,9 @@ class AttachJournal(object):
         left += db.restore(self)
         if self.wwid:
             mp.forget_wwid(conn.runner, self.wwid)
-        gone = detach.DetachPlan()
+        gone = DetachPlan()
         gone.remove = list(self.refs)
-        detach.remove_stale_links(fs, gone)
+        remove_stale_links(fs, gone)
         return left
 
     def _logout(self, conn, db):
@@ -162,7 +163,7 @@ class Attacher(object):
                 result["error"] = "LUN %d did not appear behind %s on %s within %ss" % (
                     path.lun, path.iqn, path.portal, conn.device_wait)
                 return
-            from .detach import DeviceRef
+            from .detach_plan import DeviceRef
             self.journal.devices.append(dev.name)
             self.journal.refs.append(DeviceRef(dev, session, None, path))
             result["device"] = dev

@@ -47,7 +47,7 @@ class PortalFailures(object):
         self.known = read_state(conn.failure_log) if self.enabled else {}
 
     def key(self, path):
-        from .detach import address_key
+        from .matching import address_key
         return "%s|%s|%s" % (self.conn.iface, address_key(path.portal.host) + ":%d" % path.portal.port,
                              path.iqn.lower())
 

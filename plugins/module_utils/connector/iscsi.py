@@ -22,6 +22,7 @@ import time
 
 from . import attach
 from . import detach
+from .matching import address_key, session_matches
 from . import discovery
 from . import identity
 from . import multipath as mp
@@ -51,7 +52,7 @@ class Path(object):
     def key(self):
         if self.portal is None:
             return (None, self.iqn.lower())
-        return (detach.address_key(self.portal.host), self.portal.port, self.iqn.lower())
+        return (address_key(self.portal.host), self.portal.port, self.iqn.lower())
 
     def __repr__(self):
         if self.lun is None:
@@ -116,7 +117,7 @@ class Connector(object):
     def sessions_for(self, path, sessions=None):
         """Sessions of ``path`` (target, any of the portal's addresses, this connector's iface)."""
         sessions = scsi.iscsi_sessions(self.fs) if sessions is None else sessions
-        return [s for s in sessions if detach.session_matches(s, path, self.iface)]
+        return [s for s in sessions if session_matches(s, path, self.iface)]
 
     def node_exists(self, path):
         """Whether ``path`` has a node record on this connector's iface."""
@@ -316,7 +317,7 @@ def check_portals(portals, resolver=None):
     """Validate portals (strings or Portals) and resolve host names: a list of [Portal, *other addresses]."""
     ports = [p if isinstance(p, validate.Portal) else validate.portal(p) for p in portals or ()]
     resolved = [validate.resolve_portal(p, resolver=resolver) for p in ports]
-    keys = [detach.address_key(r[0].host) + ":%d" % r[0].port for r in resolved]
+    keys = [address_key(r[0].host) + ":%d" % r[0].port for r in resolved]
     if len(set(keys)) != len(keys):
         raise InvalidInput("the same portal is listed twice (%s)" % ", ".join(
             str(p) for p, k in zip(ports, keys) if keys.count(k) > 1))
