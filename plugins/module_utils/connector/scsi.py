@@ -14,6 +14,10 @@ __metaclass__ = type
 import os
 import re
 
+# LUN numbers and kernel writes live in their own files; these names stay importable from here.
+from .kernel_writes import bounded_writes, rescan, wait_gone  # noqa: F401
+from .luns import FLAT_BASE, LUN_ADDRESSING, array_lun, bypath_lun, kernel_lun, lun_from_bypath  # noqa: F401
+
 _SESSION_DIR = re.compile(r"^session(\d+)$")
 _HOST_DIR = re.compile(r"^host(\d+)$")
 _HCTL = re.compile(r"^(\d+):(\d+):(\d+):(\d+)$")
@@ -32,32 +36,6 @@ def udev_wwid(sysfs_wwid):
         if w.startswith(prefix):
             return digit + w[len(prefix):]
     return "8" + w
-
-
-# LUN addressing (SAM): how the array's LUN number n becomes the kernel's (Linux's scsilun_to_int, the L of H:C:T:L).
-# peripheral ("transparent", os-brick's "SAM"): n.  flat space (os-brick's "SAM3-flat"): 16384 + n (0x40 in the
-# first byte).  "sam2" (os-brick's "SAM2"): peripheral below 256, flat from 256.  "auto": flat when the session
-# already shows a LUN in flat space (the kernel tells), else peripheral.
-FLAT_BASE = 16384
-LUN_ADDRESSING = {"auto": "auto", "peripheral": "peripheral", "transparent": "peripheral", "sam": "peripheral",
-                  "flat": "flat", "sam3-flat": "flat", "sam2": "sam2"}
-
-
-def kernel_lun(lun, mode, session_luns=()):
-    """The kernel's LUN number of the array's LUN ``lun`` under addressing ``mode`` (see LUN_ADDRESSING)."""
-    mode = LUN_ADDRESSING.get(str(mode).lower(), mode)
-    if mode == "auto":
-        mode = "flat" if any(FLAT_BASE <= x < 2 * FLAT_BASE for x in session_luns) else "peripheral"
-    if lun >= FLAT_BASE or mode == "peripheral":
-        return lun
-    if mode == "flat" or (mode == "sam2" and lun >= 256):
-        return FLAT_BASE + lun
-    return lun
-
-
-def array_lun(klun):
-    """The array's LUN number of a kernel LUN in flat space (16384..32767), else the number itself."""
-    return klun - FLAT_BASE if FLAT_BASE <= klun < 2 * FLAT_BASE else klun
 
 
 def portal_str(addr, port):
@@ -280,20 +258,6 @@ def parse_bypath(name):
             "offload": m.group("pci")}
 
 
-def bypath_lun(lun):
-    """LUN as udev's path_id writes it: decimal below 256, else ``0x`` + the SAM 8-byte form."""
-    if lun < 256:
-        return "%d" % lun
-    return "0x%04x%04x00000000" % (lun & 0xffff, (lun >> 16) & 0xffff)
-
-
-def lun_from_bypath(text):
-    if text.startswith("0x"):
-        h = text[2:]
-        return int(h[0:4], 16) | (int(h[4:8], 16) << 16)
-    return int(text)
-
-
 def bypath_name(bypath_portal, iqn, lun):
     """udev's by-path name of an iSCSI LUN (software initiator)."""
     return "ip-%s-iscsi-%s-lun-%s" % (bypath_portal, iqn, bypath_lun(lun))
@@ -317,98 +281,6 @@ def parent_of_partition(fs, name):
     return os.path.basename(os.path.dirname(fs.realpath("/sys/class/block/%s" % name)))
 
 
-def bounded_writes(fs, writes, timeout, clock=None, sleep=None):
-    """Kernel attribute writes that may block (``delete``, ``scan``, ``rescan``, ``state``), all at once, each in a
-    forked child process, bounded by ``timeout`` seconds in all.
-
-    A thread is not enough: a thread stuck in the kernel (a SYNCHRONIZE CACHE to a dead session, a scan on a
-    session in recovery) keeps the whole process from exiting, and Ansible waits for the module forever.  A
-    forked child closes every inherited file descriptor first, so even one that never comes back holds nothing of
-    the module's.  No command runs (no exec).  ``writes`` is a list of (path, data).  Returns {path: error} for the
-    writes that failed ("timeout" for those that did not finish); {} when every write worked."""
-    import errno
-    import time
-    clock = clock or time.monotonic
-    sleep = sleep or time.sleep
-    if not writes:
-        return {}
-    if not hasattr(os, "fork"):
-        out = {}
-        for path, data in writes:
-            try:
-                fs.write(path, data)
-            except (IOError, OSError) as e:
-                out[path] = e.strerror or str(e)
-        return out
-    kids = {}
-    for path, data in writes:
-        pid = os.fork()
-        if pid == 0:  # the child: write, exit, never return into the caller's code
-            code = 0
-            try:
-                os.closerange(0, _max_fd())
-                fs.write(path, data)
-            except (IOError, OSError) as e:
-                code = e.errno or 1
-            except BaseException:
-                code = 254
-            os._exit(code)
-        kids[pid] = path
-    out = {}
-    deadline = clock() + timeout
-    while kids:
-        for pid in list(kids):
-            try:
-                done, status = os.waitpid(pid, os.WNOHANG)
-            except OSError:
-                done, status = pid, 0
-            if done == 0:
-                continue
-            path = kids.pop(pid)
-            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 255
-            if code:
-                out[path] = errno.errorcode.get(code, "error %d" % code) if code < 254 else "failed"
-        if not kids:
-            break
-        if clock() >= deadline:
-            for pid, path in kids.items():
-                out[path] = "timeout"  # left to finish (or not) on its own; it holds nothing of ours
-            break
-        sleep(0.01)
-    return out
-
-
-def _max_fd():
-    try:
-        return min(os.sysconf("SC_OPEN_MAX"), 65536)
-    except (AttributeError, ValueError, OSError):
-        return 4096
-
-
-def rescan(fs, devs, timeout=10.0):
-    """Ask the kernel to re-read identity (VPD pages: the WWID) and capacity of ``devs`` (ScsiDevice).
-
-    One write to ``device/rescan`` per device, all at once, bounded by ``timeout`` (see bounded_writes): a device
-    that is not ``running`` is skipped (the write would wait for its session's recovery).  Returns the names
-    whose rescan did not finish in time or failed."""
-    live = [d for d in devs if d.name and d.state == "running"]
-    errors = bounded_writes(fs, [("%s/rescan" % d.path, "1") for d in live], timeout)
-    return [d.name for d in live if "%s/rescan" % d.path in errors]
-
-
 def read_wwid(fs, dev):
     """The WWID a SCSI device reports now (udev/multipath form), from sysfs."""
     return udev_wwid(fs.read(dev.path + "/wwid"))
-
-
-def wait_gone(fs, paths, timeout, interval=0.05, sleep=None, clock=None):
-    """Poll until none of ``paths`` exists; returns the ones still present after ``timeout``."""
-    import time
-    sleep = sleep or time.sleep
-    clock = clock or time.monotonic
-    deadline = clock() + timeout
-    left = [p for p in paths if fs.lexists(p)]
-    while left and clock() < deadline:
-        sleep(interval)
-        left = [p for p in left if fs.lexists(p)]
-    return left

@@ -1,0 +1,99 @@
+# -*- coding: utf-8 -*-
+# Copyright: brick.storage contributors
+# Apache License 2.0 (see LICENSE)
+"""Kernel attribute writes that may block, and waits for devices to go: always with a deadline."""
+
+from __future__ import annotations
+
+import os
+
+def bounded_writes(fs, writes, timeout, clock=None, sleep=None):
+    """Kernel attribute writes that may block (``delete``, ``scan``, ``rescan``, ``state``), all at once, each in a
+    forked child process, bounded by ``timeout`` seconds in all.
+
+    A thread is not enough: a thread stuck in the kernel (a SYNCHRONIZE CACHE to a dead session, a scan on a
+    session in recovery) keeps the whole process from exiting, and Ansible waits for the module forever.  A
+    forked child closes every inherited file descriptor first, so even one that never comes back holds nothing of
+    the module's.  No command runs (no exec).  ``writes`` is a list of (path, data).  Returns {path: error} for the
+    writes that failed ("timeout" for those that did not finish); {} when every write worked."""
+    import errno
+    import time
+    clock = clock or time.monotonic
+    sleep = sleep or time.sleep
+    if not writes:
+        return {}
+    if not hasattr(os, "fork"):
+        out = {}
+        for path, data in writes:
+            try:
+                fs.write(path, data)
+            except (IOError, OSError) as e:
+                out[path] = e.strerror or str(e)
+        return out
+    kids = {}
+    for path, data in writes:
+        pid = os.fork()
+        if pid == 0:  # the child: write, exit, never return into the caller's code
+            code = 0
+            try:
+                os.closerange(0, _max_fd())
+                fs.write(path, data)
+            except (IOError, OSError) as e:
+                code = e.errno or 1
+            except BaseException:
+                code = 254
+            os._exit(code)
+        kids[pid] = path
+    out = {}
+    deadline = clock() + timeout
+    while kids:
+        for pid in list(kids):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except OSError:
+                done, status = pid, 0
+            if done == 0:
+                continue
+            path = kids.pop(pid)
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 255
+            if code:
+                out[path] = errno.errorcode.get(code, "error %d" % code) if code < 254 else "failed"
+        if not kids:
+            break
+        if clock() >= deadline:
+            for pid, path in kids.items():
+                out[path] = "timeout"  # left to finish (or not) on its own; it holds nothing of ours
+            break
+        sleep(0.01)
+    return out
+
+
+def _max_fd():
+    try:
+        return min(os.sysconf("SC_OPEN_MAX"), 65536)
+    except (AttributeError, ValueError, OSError):
+        return 4096
+
+
+def rescan(fs, devs, timeout=10.0):
+    """Ask the kernel to re-read identity (VPD pages: the WWID) and capacity of ``devs`` (ScsiDevice).
+
+    One write to ``device/rescan`` per device, all at once, bounded by ``timeout`` (see bounded_writes): a device
+    that is not ``running`` is skipped (the write would wait for its session's recovery).  Returns the names
+    whose rescan did not finish in time or failed."""
+    live = [d for d in devs if d.name and d.state == "running"]
+    errors = bounded_writes(fs, [("%s/rescan" % d.path, "1") for d in live], timeout)
+    return [d.name for d in live if "%s/rescan" % d.path in errors]
+
+
+def wait_gone(fs, paths, timeout, interval=0.05, sleep=None, clock=None):
+    """Poll until none of ``paths`` exists; returns the ones still present after ``timeout``."""
+    import time
+    sleep = sleep or time.sleep
+    clock = clock or time.monotonic
+    deadline = clock() + timeout
+    left = [p for p in paths if fs.lexists(p)]
+    while left and clock() < deadline:
+        sleep(interval)
+        left = [p for p in left if fs.lexists(p)]
+    return left
