@@ -214,12 +214,14 @@ def test_keep_generate_set_and_config_twice(hosts):
     for h in ("h1", "h2", "h3"):
         assert recap(out, h)["changed"] == 0, out
 
-    # generate: a clone (h1 keeps a name that h2 could have too) gets its own; stable over runs
+    # generate: h1 gets the name derived from its machine-id and inventory name (so a second run changes nothing);
+    # h2's generated name is that already
     rc, out = hosts.play(brick_initiator_name="generate", brick_initiator_multipath=False)
     assert rc == 0, out
     assert recap(out, "h1")["changed"] == 1 and recap(out, "h2")["changed"] == 0, out
-    rc, out = hosts.play(brick_initiator_name="generate", brick_initiator_multipath=False)
-    assert rc == 0 and recap(out, "h1")["changed"] == 0, out
+    import hashlib
+    want = "iqn.1993-08.org.debian:01:" + hashlib.sha256(("c0ffee" * 5 + "00:h1").encode()).hexdigest()[:12]
+    assert hosts.read("h1", "etc/iscsi/initiatorname.iscsi").endswith("InitiatorName=%s\n" % want)
 
 
 @needs_playbook[0]
