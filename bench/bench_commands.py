@@ -194,7 +194,7 @@ def run_osbrick(py, top, scenario, latency, fast_sleep):
         err = "os-brick shim failed (rc %s): %s" % (r.returncode, r.stderr[-1500:])
         return dict((key, {"error": err}) for _op, key in ops), None
     out = {}
-    for (op, key), res in zip(ops, doc["results"]):
+    for (_op, key), res in zip(ops, doc["results"]):
         out[key] = res
     return out, doc.get("os_brick")
 

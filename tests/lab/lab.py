@@ -96,7 +96,7 @@ class Lab:
                               % self.lab_dir)
                     warned = True
                 if time.monotonic() - t0 > timeout:
-                    raise LabError("lab busy for %d s (session.lock)" % timeout)
+                    raise LabError("lab busy for %d s (session.lock)" % timeout) from None
                 time.sleep(2)
 
     def unlock(self):

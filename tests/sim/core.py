@@ -864,7 +864,6 @@ class Sim(object):
     def udev_byid(self, wwid):
         """(Re)compute /dev/disk/by-id/{scsi-,wwn-0x}<WWID>[-partK]: the map when one exists, else
         the first path (lowest sd index), else nothing."""
-        st = self.st
         wwn = "wwn-0x" + wwid[1:]
         byid = "/dev/disk/by-id/"
         for e in os.listdir(self.P(byid)):

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import threading
 
-from . import identity
+from . import identity, scsi
 from . import multipath as mp
-from . import scsi
 from .errors import AttachError, BrickError, LoginError
 from .failures import PortalFailures
 from .iscsiadm import RC_AUTH, RC_NO_OBJS, RC_TIMEOUT

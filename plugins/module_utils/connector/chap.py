@@ -7,6 +7,8 @@ The secrets are registered with the runner, which masks them everywhere and refu
 carry one; they reach open-iscsi only through its record files (see iscsiadm.write_record).
 """
 
+from __future__ import annotations
+
 from . import validate
 from .errors import InvalidInput
 

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import threading
 
-from . import idle
+from . import idle, scsi
 from . import multipath as mp
-from . import scsi
 from .detach_plan import DetachPlan, DeviceRef, plan_detach
 from .errors import BrickError, DetachError, DeviceBusy, FlushError, VolumeMismatch
 from .links import remove_stale_links, stale_links

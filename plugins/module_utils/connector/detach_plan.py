@@ -10,8 +10,12 @@ kernel, so a new device that got the same ``sdX`` name or H:C:T:L after a re-log
 
 from __future__ import annotations
 
-from . import scsi
-from . import validate
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .hostfs import HostFS
+
+from . import scsi, validate
 from .errors import VolumeMismatch
 from .matching import session_matches
 
@@ -50,14 +54,14 @@ class DetachPlan(object):
         self.kept_sessions = []   # [(Session, reason)]
         self.node_records = []    # [Path]
 
-    def empty(self):
+    def empty(self) -> bool:
         return not (self.remove or self.flush_maps or self.logout or self.node_records)
 
     def standalone(self):
         """Devices that are in no map: each gets its own busy check and buffer flush."""
         return [r for r in self.remove if r.map is None]
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return {
             "wwid": self.wwid,
             "maps": [m.name for m in self.flush_maps],
@@ -115,7 +119,8 @@ def _candidates(fs, paths, iface, sessions, session_only, kernel_lun=None):
     return matched, refs
 
 
-def plan_detach(fs, paths, iface="default", wwid=None, session_only=False, node_exists=None, kernel_lun=None):
+def plan_detach(fs: HostFS, paths: list, iface: str = "default", wwid: str | None = None, session_only: bool = False,
+                node_exists: Callable | None = None, kernel_lun: Callable | None = None) -> DetachPlan:
     """Plan the detach of the volume reached through ``paths`` (sysfs only, no command runs).
 
     ``wwid`` is the volume's expected WWID (normalised): devices that serve another WWID are kept.

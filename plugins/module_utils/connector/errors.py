@@ -7,9 +7,7 @@ Every error carries a message an operator can act on: what failed, on which obje
 do next (``hint``).  Secrets never reach these messages: the runner masks them before it raises.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 
 class BrickError(Exception):

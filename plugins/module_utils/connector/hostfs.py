@@ -8,9 +8,7 @@ All paths in this API are host-absolute (``/sys/block/sda/size``).  ``HostFS(roo
 runs on a real host and on a simulated one.  Symbolic links are resolved *inside* the root.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import errno
 import fnmatch
@@ -22,19 +20,19 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 
 class HostFS(object):
-    def __init__(self, root=None):
+    def __init__(self, root: str | None = None) -> None:
         root = root or os.environ.get(ROOT_ENV) or "/"
         self.root = os.path.abspath(root)
         self._real = self.root == "/"
 
     # -- path mapping ---------------------------------------------------------------------
-    def path(self, p):
+    def path(self, p: str) -> str:
         """Filesystem path of host path ``p``."""
         if self._real:
             return p
         return self.root + p if p.startswith("/") else os.path.join(self.root, p)
 
-    def host(self, real):
+    def host(self, real: str) -> str:
         """Host path of filesystem path ``real`` (inverse of :meth:`path`)."""
         if self._real:
             return real
@@ -45,7 +43,7 @@ class HostFS(object):
         return real
 
     # -- reading --------------------------------------------------------------------------
-    def read(self, p, default=None):
+    def read(self, p: str, default: str | None = None) -> str | None:
         """Content of ``p`` with surrounding white space stripped, or ``default``.
 
         os.open/os.read rather than a text-mode open(): about 3x cheaper per sysfs attribute, which
@@ -70,47 +68,49 @@ class HostFS(object):
         except UnicodeDecodeError:
             return default
 
-    def read_int(self, p, default=None):
+    def read_int(self, p: str, default: int | None = None) -> int | None:
         v = self.read(p)
+        if v is None:
+            return default
         try:
             return int(v)
-        except (TypeError, ValueError):
+        except ValueError:
             return default
 
-    def lines(self, p):
+    def lines(self, p: str) -> list[str]:
         v = self.read(p)
         return v.splitlines() if v else []
 
-    def exists(self, p):
+    def exists(self, p: str) -> bool:
         return os.path.exists(self.path(p))
 
-    def lexists(self, p):
+    def lexists(self, p: str) -> bool:
         return os.path.lexists(self.path(p))
 
-    def isdir(self, p):
+    def isdir(self, p: str) -> bool:
         return os.path.isdir(self.path(p))
 
-    def islink(self, p):
+    def islink(self, p: str) -> bool:
         return os.path.islink(self.path(p))
 
-    def listdir(self, p):
+    def listdir(self, p: str) -> list[str]:
         """Sorted entries of directory ``p``; [] when it does not exist."""
         try:
             return sorted(os.listdir(self.path(p)))
         except OSError:
             return []
 
-    def match(self, directory, pattern):
+    def match(self, directory: str, pattern: str) -> list[str]:
         """Entries of ``directory`` matching a shell pattern (no recursion, cheap)."""
         return [e for e in self.listdir(directory) if fnmatch.fnmatchcase(e, pattern)]
 
-    def readlink(self, p):
+    def readlink(self, p: str) -> str | None:
         try:
             return os.readlink(self.path(p))
         except OSError:
             return None
 
-    def realpath(self, p):
+    def realpath(self, p: str) -> str:
         """Resolve every symbolic link in ``p`` inside the root; returns a host path."""
         if self._real:
             return os.path.realpath(p)
@@ -143,18 +143,18 @@ class HostFS(object):
                 resolved = cand
         return resolved
 
-    def basename_of_link(self, p):
+    def basename_of_link(self, p: str) -> str | None:
         """Base name of what link ``p`` points to (``../../sdb`` -> ``sdb``), or None."""
         t = self.readlink(p)
         return os.path.basename(t) if t else None
 
     # -- writing --------------------------------------------------------------------------
-    def write(self, p, data):
+    def write(self, p: str, data: str) -> None:
         """Write ``data`` to an existing attribute/file ``p`` (as ``echo data > p``)."""
         with open(self.path(p), "w") as f:
             f.write(data)
 
-    def unlink(self, p):
+    def unlink(self, p: str) -> bool:
         """Remove file or link ``p``; True if it was removed, False if it was not there."""
         try:
             os.unlink(self.path(p))
@@ -165,7 +165,7 @@ class HostFS(object):
             raise
 
     # -- private files (records that hold secrets) ------------------------------------------------
-    def read_raw(self, p):
+    def read_raw(self, p: str) -> str | None:
         """The whole text of file ``p`` as it is (nothing stripped), or None.  Never follows a final link."""
         try:
             fd = os.open(self.path(p), _READ_FLAGS | getattr(os, "O_NOFOLLOW", 0))
@@ -187,7 +187,7 @@ class HostFS(object):
         except UnicodeDecodeError:
             return None
 
-    def is_private_file(self, p):
+    def is_private_file(self, p: str) -> bool:
         """True if ``p`` is a regular file (not a link) owned by the effective user."""
         try:
             st = os.lstat(self.path(p))
@@ -250,11 +250,11 @@ class HostFS(object):
                 return False
             raise
 
-    def open_exclusive(self, p):
+    def open_exclusive(self, p: str) -> str | None:
         """Try an O_EXCL open of block device ``p``: None if it worked, else the errno name."""
         try:
             fd = os.open(self.path(p), os.O_RDONLY | os.O_EXCL | getattr(os, "O_CLOEXEC", 0))
         except OSError as e:
-            return errno.errorcode.get(e.errno, str(e.errno))
+            return errno.errorcode.get(e.errno or 0, str(e.errno))
         os.close(fd)
         return None

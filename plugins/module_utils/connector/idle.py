@@ -19,11 +19,32 @@ release) and raises :class:`DeviceBusy` naming every blocker when its retries or
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .runner import Runner
+
 import time
 
-from .blockers import (FUSER, FUSER_TIMEOUT, _process_blocker, _tree, check_exclusive,  # noqa: F401
-                       check_holders, check_mounts, check_swaps, fuser_says_missing, parse_fuser, parse_mountinfo,
-                       parse_mounts, parse_swaps, partitions_of, resolve, run_fuser, scan_proc)
+from .blockers import (  # noqa: F401
+    FUSER,
+    FUSER_TIMEOUT,
+    _process_blocker,
+    _tree,
+    check_exclusive,
+    check_holders,
+    check_mounts,
+    check_swaps,
+    fuser_says_missing,
+    parse_fuser,
+    parse_mountinfo,
+    parse_mounts,
+    parse_swaps,
+    partitions_of,
+    resolve,
+    run_fuser,
+    scan_proc,
+)
 from .errors import CommandError, CommandNotFound, DeviceBusy, DeviceNotFound, InvalidInput
 from .hostfs import HostFS
 
@@ -104,8 +125,8 @@ def _check_numbers(interval, max_retries, timeout):
     return interval, max_retries, timeout
 
 
-def inspect(dev, exclusive=False, use_fuser="auto", fs=None, runner=None,
-            fuser_timeout=FUSER_TIMEOUT, cmdline=False):
+def inspect(dev: str, exclusive: bool = False, use_fuser: str | bool = "auto", fs: HostFS | None = None,
+            runner: Runner | None = None, fuser_timeout: float = FUSER_TIMEOUT, cmdline: bool = False) -> dict:
     """One check, no wait: ``{idle, device, method, blockers, partitions}``.  ``cmdline``: also report the whole
     command line of each process (it may carry another user's secret: only on request)."""
     mode = _fuser_mode(use_fuser)
@@ -117,7 +138,7 @@ def inspect(dev, exclusive=False, use_fuser="auto", fs=None, runner=None,
             "partitions": parts}
 
 
-def describe(blocker):
+def describe(blocker: dict) -> str:
     """One line for a blocker, as shown in failure messages."""
     k = blocker.get("kind")
     dev = blocker.get("device")
@@ -150,9 +171,11 @@ _HINTS = {
 }
 
 
-def wait_idle(dev, interval=1.0, max_retries=20, timeout=None, exclusive=False, use_fuser="auto",
-              fs=None, runner=None, sleep=time.sleep, clock=time.monotonic,
-              fuser_timeout=FUSER_TIMEOUT, cmdline=False):
+def wait_idle(dev: str, interval: float = 1.0, max_retries: int = 20, timeout: float | None = None,
+              exclusive: bool = False, use_fuser: str | bool = "auto", fs: HostFS | None = None,
+              runner: Runner | None = None, sleep: Callable[[float], None] = time.sleep,
+              clock: Callable[[], float] = time.monotonic, fuser_timeout: float = FUSER_TIMEOUT,
+              cmdline: bool = False) -> dict:
     """Wait until ``dev`` is idle; returns ``{idle, device, waited, checks, method, blockers,
     partitions}``.
 

@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from . import attach
-from . import detach
-from .matching import address_key, session_matches
-from . import discovery
-from . import identity
+from . import attach, detach, discovery, identity, scsi, validate
 from . import multipath as mp
-from . import scsi
-from . import validate
 from .chap import Auth
 from .errors import AttachError, BrickError, CommandError, InvalidInput
 from .iscsiadm import NodeDB
+from .matching import address_key, session_matches
+
+if TYPE_CHECKING:
+    from .detach_plan import DetachPlan
+    from .runner import Result
+    from .scsi import DmMap, ScsiDevice, Session
+    from .validate import Portal
 
 
 class Path(object):
@@ -39,17 +41,18 @@ class Path(object):
 
     __slots__ = ("portal", "iqn", "lun", "aliases", "name")
 
-    def __init__(self, portal, iqn, lun, aliases=(), name=None):
+    def __init__(self, portal: Portal | None, iqn: str, lun: int | None, aliases: Iterable[Portal] = (),
+                 name: str | None = None) -> None:
         self.portal = portal
         self.iqn = iqn
         self.lun = lun
         self.aliases = list(aliases)
         self.name = name  # the host name the portal was given as, if any
 
-    def addresses(self):
+    def addresses(self) -> list[Portal]:
         return ([self.portal] if self.portal is not None else []) + [a for a in self.aliases if a != self.portal]
 
-    def key(self):
+    def key(self) -> tuple:
         if self.portal is None:
             return (None, self.iqn.lower())
         return (address_key(self.portal.host), self.portal.port, self.iqn.lower())
@@ -104,29 +107,29 @@ class Connector(object):
         self.db = NodeDB(self)
 
     # -- the volume's state (sysfs only) ------------------------------------------------------------------------
-    def kernel_lun(self, path, session, devs=None):
+    def kernel_lun(self, path: Path, session: Session, devs: list[ScsiDevice] | None = None) -> int | None:
         """The kernel's LUN number for ``path`` on ``session`` (LUN addressing; "auto" looks at the session)."""
         if path.lun is None:
             return None
-        luns = ()
+        luns: list[int] = []
         if self.lun_addressing == "auto" and path.lun < scsi.FLAT_BASE:
             devs = scsi.session_devices(self.fs, session, with_details=False) if devs is None else devs
             luns = [d.lun for d in devs]
         return scsi.kernel_lun(path.lun, self.lun_addressing, luns)
 
-    def sessions_for(self, path, sessions=None):
+    def sessions_for(self, path: Path, sessions: list[Session] | None = None) -> list[Session]:
         """Sessions of ``path`` (target, any of the portal's addresses, this connector's iface)."""
         sessions = scsi.iscsi_sessions(self.fs) if sessions is None else sessions
         return [s for s in sessions if session_matches(s, path, self.iface)]
 
-    def node_exists(self, path):
+    def node_exists(self, path: Path) -> bool:
         """Whether ``path`` has a node record on this connector's iface."""
         return self.db.exists(path)
 
-    def record_files(self, path):
+    def record_files(self, path: Path) -> list[str]:
         return self.db.record_files(path)
 
-    def state(self, paths):
+    def state(self, paths: list[Path]) -> list[dict]:
         """What of the volume is attached right now: per (path, session), its devices and the other LUNs."""
         sessions = scsi.iscsi_sessions(self.fs)
         out = []
@@ -139,9 +142,9 @@ class Connector(object):
                             "others": [d for d in devs if d.lun != kernel_lun]})
         return out
 
-    def find_attached(self, paths):
+    def find_attached(self, paths: list[Path]) -> tuple[list[ScsiDevice], DmMap | None] | None:
         """(devices, map) when the volume is fully attached as requested, else None (sysfs only)."""
-        by_key = {}
+        by_key: dict[tuple, ScsiDevice] = {}
         for entry in self.state(paths):
             live = [d for d in entry["devices"] if d.name]
             if live:
@@ -149,7 +152,7 @@ class Connector(object):
         if not by_key:
             return None
         devs = list(by_key.values())
-        dm_map = scsi.multipath_of(self.fs, devs[0].name)
+        dm_map = scsi.multipath_of(self.fs, str(devs[0].name))  # live devices have a name
         if self.multipath == "off" and len(paths) > 1:
             return devs, dm_map
         if len(by_key) < len(paths):
@@ -174,7 +177,7 @@ class Connector(object):
     def verify_identity(self, devs, dm_map, fresh=(), rescan=True):
         return identity.verify(self, devs, dm_map, fresh=fresh, rescan=rescan)
 
-    def attached_result(self, paths, check_mode=False, resize=True):
+    def attached_result(self, paths: list[Path], check_mode: bool = False, resize: bool = True) -> dict | None:
         """The result of an attach that has nothing to do (identity verified), or None when there is work.
 
         Reads sysfs and rescans the existing paths (no command, no lock needed): this is a re-run's whole cost.
@@ -193,7 +196,7 @@ class Connector(object):
             res["resized"] = grown
         return res
 
-    def connect(self, paths, check_mode=False):
+    def connect(self, paths: list[Path], check_mode: bool = False) -> dict:
         """Attach the volume reached through ``paths``.  Returns a result dict."""
         if not paths:
             raise InvalidInput("no portal/IQN/LUN to attach")
@@ -216,7 +219,7 @@ class Connector(object):
                 if leftovers:
                     e.details["leftovers"] = leftovers
                 raise
-            raise AttachError("attach failed: %s" % e, leftovers=leftovers)
+            raise AttachError("attach failed: %s" % e, leftovers=leftovers) from e
 
     def _use_multipath(self, paths):
         if self.multipath == "off":
@@ -230,7 +233,7 @@ class Connector(object):
             self.warnings.append("multipathd is not running: attaching a single path only")
         return False
 
-    def discover(self, portal):
+    def discover(self, portal: Portal) -> list[tuple[str, str]]:
         """SendTargets discovery on ``portal`` that stores nothing: [(portal, iqn)] (see discovery.py)."""
         return discovery.discover(self.db, portal, self.auth)
 
@@ -246,7 +249,7 @@ class Connector(object):
                 return None
             self.sleep(max(self.poll, 0.1))
 
-    def describe(self, paths, devs, dm_map, changed):
+    def describe(self, paths: list[Path], devs: list[ScsiDevice], dm_map: DmMap | None, changed: bool) -> dict:
         wwid = devs[0].wwid if devs else None
         sessions, path_info = [], []
         for entry in self.state(paths):
@@ -281,20 +284,20 @@ class Connector(object):
         return stable
 
     # -- detach -----------------------------------------------------------------------------------------------
-    def iscsiadm_logout(self, session):
+    def iscsiadm_logout(self, session: Session) -> Result:
         """Log out one session by id (bounded, one retry).  Returns the Result."""
         return self.db.logout_session(session, retries=1)
 
-    def delete_node(self, path):
+    def delete_node(self, path: Path) -> Result:
         return self.db.delete(path)
 
-    def plan_disconnect(self, paths, session_only=False):
+    def plan_disconnect(self, paths: list[Path], session_only: bool = False) -> DetachPlan:
         """What a detach of ``paths`` would remove and keep, and why (sysfs only): a DetachPlan."""
         return detach.plan_detach(self.fs, paths, iface=self.iface, wwid=self.wwid, session_only=session_only,
                                   node_exists=self.node_exists, kernel_lun=self.kernel_lun)
 
-    def disconnect(self, paths, force=False, ignore_errors=False, check_mode=False, busy_check=None,
-                   session_only=False):
+    def disconnect(self, paths: list[Path], force: bool = False, ignore_errors: bool = False, check_mode: bool = False,
+                   busy_check: Callable[[str], list[dict]] | None = None, session_only: bool = False) -> dict:
         """Detach the volume: plan, verify, execute (see detach.py).  The caller holds the target lock(s).
 
         ``busy_check(dev) -> [blocker]`` replaces the built-in check (openers, mounts, swap, holders)."""
@@ -313,7 +316,7 @@ class Connector(object):
         return detacher.execute(plan)
 
 
-def check_portals(portals, resolver=None):
+def check_portals(portals: Iterable[str | Portal] | None, resolver: Callable | None = None) -> list[list[Portal]]:
     """Validate portals (strings or Portals) and resolve host names: a list of [Portal, *other addresses]."""
     ports = [p if isinstance(p, validate.Portal) else validate.portal(p) for p in portals or ()]
     resolved = [validate.resolve_portal(p, resolver=resolver) for p in ports]
@@ -324,7 +327,8 @@ def check_portals(portals, resolver=None):
     return resolved
 
 
-def build_paths(portals, iqns, luns, resolver=None, session_only=False):
+def build_paths(portals: list[str] | None, iqns: list[str] | None, luns: list[int] | list[None] | None,
+                resolver: Callable | None = None, session_only: bool = False) -> list[Path]:
     """Validated list of Path from the module's lists (IQN/LUN lists of length 1 apply to all).
 
     Portals given as host names are resolved here, before anything runs: the kernel shows sessions with numeric

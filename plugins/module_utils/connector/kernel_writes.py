@@ -5,9 +5,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .hostfs import HostFS
+    from .scsi import ScsiDevice
+
 import os
 
-def bounded_writes(fs, writes, timeout, clock=None, sleep=None):
+
+def bounded_writes(fs: HostFS, writes: list[tuple[str, str]], timeout: float, clock: Callable[[], float] | None = None,
+                   sleep: Callable[[float], None] | None = None) -> dict[str, str]:
     """Kernel attribute writes that may block (``delete``, ``scan``, ``rescan``, ``state``), all at once, each in a
     forked child process, bounded by ``timeout`` seconds in all.
 
@@ -61,7 +69,7 @@ def bounded_writes(fs, writes, timeout, clock=None, sleep=None):
         if not kids:
             break
         if clock() >= deadline:
-            for pid, path in kids.items():
+            for path in kids.values():
                 out[path] = "timeout"  # left to finish (or not) on its own; it holds nothing of ours
             break
         sleep(0.01)
@@ -75,7 +83,7 @@ def _max_fd():
         return 4096
 
 
-def rescan(fs, devs, timeout=10.0):
+def rescan(fs: HostFS, devs: list[ScsiDevice], timeout: float = 10.0) -> list[str]:
     """Ask the kernel to re-read identity (VPD pages: the WWID) and capacity of ``devs`` (ScsiDevice).
 
     One write to ``device/rescan`` per device, all at once, bounded by ``timeout`` (see bounded_writes): a device
@@ -83,10 +91,11 @@ def rescan(fs, devs, timeout=10.0):
     whose rescan did not finish in time or failed."""
     live = [d for d in devs if d.name and d.state == "running"]
     errors = bounded_writes(fs, [("%s/rescan" % d.path, "1") for d in live], timeout)
-    return [d.name for d in live if "%s/rescan" % d.path in errors]
+    return [str(d.name) for d in live if "%s/rescan" % d.path in errors]
 
 
-def wait_gone(fs, paths, timeout, interval=0.05, sleep=None, clock=None):
+def wait_gone(fs: HostFS, paths: list[str], timeout: float, interval: float = 0.05, sleep: Callable[[float], None] | None = None,
+              clock: Callable[[], float] | None = None) -> list[str]:
     """Poll until none of ``paths`` exists; returns the ones still present after ``timeout``."""
     import time
     sleep = sleep or time.sleep

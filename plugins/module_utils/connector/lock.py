@@ -22,14 +22,28 @@ import json
 import os
 import stat
 import time
+from typing import Iterable
 
 from .errors import BrickError, InvalidInput, LockTimeout
+from .lock_tickets import (  # noqa: F401
+    _CMD_MAX,
+    _O_CLOEXEC,
+    _O_NOFOLLOW,
+    _flock_until,
+    _now_iso,
+    _own_command,
+    _read_command,
+    _read_ticket,
+    _remove_if_same,
+    _Ticket,
+    _ticket_number,
+    _try_shared,
+    _unlink_quiet,
+    _wait_in_thread,
+    live_queue,
+)
+from .lockdir import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT, HOST_LOCK, PATIENT, ensure_lock_dir, parse_lock_timeout, safe_lock_name, target_lock_name  # noqa: F401
 from .validate import lock_dir as check_path
-from .lock_tickets import (_CMD_MAX, live_queue, _O_CLOEXEC, _O_NOFOLLOW, _Ticket, _flock_until, _now_iso, _own_command,  # noqa: F401
-                           _read_command, _read_ticket, _remove_if_same, _ticket_number, _try_shared, _unlink_quiet,
-                           _wait_in_thread)
-from .lockdir import (DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT, HOST_LOCK, PATIENT, ensure_lock_dir,  # noqa: F401
-                      parse_lock_timeout, safe_lock_name, target_lock_name)
 
 _SEQ_SUFFIX = ".seq"
 _QUEUE_SUFFIX = ".q"
@@ -54,7 +68,8 @@ class HostLock(object):
     and ``ticket`` (our number) describe what happened.
     """
 
-    def __init__(self, name=HOST_LOCK, lock_dir=None, timeout=DEFAULT_LOCK_TIMEOUT, poll=None, info=None):
+    def __init__(self, name: str = HOST_LOCK, lock_dir: str | None = None, timeout: object = DEFAULT_LOCK_TIMEOUT,
+                 poll: float | None = None, info: str | None = None) -> None:
         self.name = safe_lock_name(name)
         self.lock_dir = os.path.abspath(check_path(lock_dir or DEFAULT_LOCK_DIR))
         self.timeout = parse_lock_timeout(timeout, default=None)
@@ -65,12 +80,12 @@ class HostLock(object):
         self.poll = poll
         self.info = None if info is None else str(info)[:_CMD_MAX]
         self.waited = 0.0
-        self.position_at_entry = None
-        self.ticket = None
-        self.queued_at = None      # wall-clock time (time.time()) when our ticket entered the queue
-        self.acquired_at = None    # wall-clock time when we got the lock
-        self._fd = None            # our ticket, flocked exclusively while we are in the queue
-        self._path = None
+        self.position_at_entry: int | None = None
+        self.ticket: int | None = None
+        self.queued_at: float | None = None    # wall-clock time (time.time()) when our ticket entered the queue
+        self.acquired_at: float | None = None  # wall-clock time when we got the lock
+        self._fd: int | None = None            # our ticket, flocked exclusively while we are in the queue
+        self._path: str | None = None
         self._held = False
         self._dir_checked = False
 
@@ -236,7 +251,7 @@ class HostLock(object):
                 t.close()
         return live
 
-    def acquire(self):
+    def acquire(self) -> float:
         """Take the lock; return the seconds waited.  Raises :class:`LockTimeout` on time-out."""
         if self._held or self._fd is not None:
             raise BrickError("lock '%s' in %s is already held by this object" % (self.name, self.lock_dir),
@@ -295,7 +310,7 @@ class HostLock(object):
         self._path = None
         self._held = False
 
-    def release(self):
+    def release(self) -> bool:
         """Release the lock; False if this object did not hold it."""
         if not self._held:
             return False
@@ -344,13 +359,14 @@ class LockSet(object):
     and waiting for the other.  ``waited`` is the total wait.
     """
 
-    def __init__(self, names, lock_dir=None, timeout=DEFAULT_LOCK_TIMEOUT, poll=None, info=None):
+    def __init__(self, names: Iterable[str], lock_dir: str | None = None, timeout: object = DEFAULT_LOCK_TIMEOUT,
+                 poll: float | None = None, info: str | None = None) -> None:
         unique = sorted(set(safe_lock_name(n) for n in names))
         self.timeout = parse_lock_timeout(timeout, default=None)
         self.locks = [HostLock(n, lock_dir=lock_dir, timeout=self.timeout, poll=poll, info=info) for n in unique]
         self.waited = 0.0
 
-    def acquire(self):
+    def acquire(self) -> float:
         start = time.monotonic()
         taken = []
         try:
@@ -366,7 +382,7 @@ class LockSet(object):
         self.waited = time.monotonic() - start
         return self.waited
 
-    def release(self):
+    def release(self) -> None:
         for lk in reversed(self.locks):
             lk.release()
 

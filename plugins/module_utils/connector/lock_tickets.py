@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 
-
 _CMD_MAX = 240
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -24,7 +23,7 @@ def _now_iso():
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-_CMD_CACHE = {}
+_CMD_CACHE: dict[str, str] = {}
 
 
 def _own_command():

@@ -33,7 +33,7 @@ _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
 # -- input helpers --------------------------------------------------------------------------
-def parse_lock_timeout(value, default=DEFAULT_LOCK_TIMEOUT):
+def parse_lock_timeout(value: object, default: float | None = DEFAULT_LOCK_TIMEOUT) -> float | None:
     """Turn a module's ``lock_timeout`` option into seconds (float) or None (= wait forever).
 
     Accepts a number, a numeric string or ``patient``; ``None`` gives ``default``.  Booleans,
@@ -62,7 +62,7 @@ def parse_lock_timeout(value, default=DEFAULT_LOCK_TIMEOUT):
     return seconds
 
 
-def safe_lock_name(name):
+def safe_lock_name(name: object) -> str:
     """``name`` made into a safe file name (letters, digits, ``. _ -``; no leading dot).
 
     Other characters become ``_``.  Over-long names are shortened and given a hash suffix, so
@@ -80,7 +80,7 @@ def safe_lock_name(name):
     return safe
 
 
-def target_lock_name(target):
+def target_lock_name(target: object) -> str:
     """Lock name for one iSCSI target (IQNs are case-insensitive, so the name is lower-cased)."""
     if not isinstance(target, str) or not target.strip():
         raise InvalidInput("target for a lock name must be a non-empty string, got %r" % (target,))
@@ -103,7 +103,7 @@ def _check_ancestors(path):
         try:
             st = os.stat(d)
         except OSError as e:
-            raise InvalidInput("cannot use lock directory %s: %s: %s" % (path, d, e.strerror), lock_dir=path)
+            raise InvalidInput("cannot use lock directory %s: %s: %s" % (path, d, e.strerror), lock_dir=path) from None
         if st.st_uid not in (0, uid):
             raise InvalidInput(
                 "refusing lock directory %s: its parent directory %s is owned by uid %d, who could replace it"
@@ -121,7 +121,7 @@ def _check_ancestors(path):
         d = os.path.dirname(d)
 
 
-def ensure_lock_dir(lock_dir=None):
+def ensure_lock_dir(lock_dir: str | None = None) -> str:
     """Create ``lock_dir`` (mode 0700, atomically: one mkdir) if missing and refuse one that others could
     tamper with.
 
@@ -145,11 +145,11 @@ def ensure_lock_dir(lock_dir=None):
         if e.errno != errno.EEXIST:
             raise InvalidInput("cannot create lock directory %s: %s" % (path, e.strerror),
                                hint="set lock_dir to a directory the user running the task can create",
-                               lock_dir=path)
+                               lock_dir=path) from None
     try:
         st = os.lstat(path)
     except OSError as e:
-        raise InvalidInput("cannot use lock directory %s: %s" % (path, e.strerror), lock_dir=path)
+        raise InvalidInput("cannot use lock directory %s: %s" % (path, e.strerror), lock_dir=path) from None
     if stat.S_ISLNK(st.st_mode):
         raise InvalidInput("refusing lock directory %s: it is a symbolic link (to %s), which another user may have "
                            "planted" % (path, _readlink(path)), hint=_fix_hint(path), lock_dir=path)

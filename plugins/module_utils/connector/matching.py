@@ -5,10 +5,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .iscsi import Path
+    from .scsi import Session
+
 import socket
 
 
-def address_key(address):
+def address_key(address: object) -> str:
     """Comparable form of an IP address (IPv6 compressed and lower-cased)."""
     a = str(address or "").strip().lower()
     if a.startswith("[") and a.endswith("]"):
@@ -21,7 +27,7 @@ def address_key(address):
     return a
 
 
-def session_matches(session, path, iface):
+def session_matches(session: Session, path: Path, iface: str | None) -> bool:
     """True when ``session`` is a session of ``path`` (target IQN, one of the portal's addresses, iface)."""
     if (session.iqn or "").lower() != path.iqn.lower():
         return False
@@ -36,5 +42,5 @@ def session_matches(session, path, iface):
     have = set(address_key(a) for a in (session.address, session.conn_address) if a)
     want = set(address_key(a.host) for a in path.addresses())
     if getattr(path, "name", None):
-        want.add(path.name.lower())
+        want.add(str(path.name).lower())
     return bool(have & want)

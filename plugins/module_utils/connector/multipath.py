@@ -3,19 +3,24 @@
 # Apache License 2.0 (see LICENSE)
 """dm-multipath: is multipathd up, make a map for a WWID, flush a map safely."""
 
-from __future__ import absolute_import, division, print_function
+from __future__ import annotations
 
-__metaclass__ = type
+from typing import TYPE_CHECKING
 
-from .errors import CommandError, CommandNotFound, FlushError
 from . import scsi
+from .errors import CommandError, CommandNotFound, FlushError
+
+if TYPE_CHECKING:  # the types of the signatures only (nothing is imported at run time)
+    from .hostfs import HostFS
+    from .runner import Result, Runner
+    from .scsi import DmMap
 
 PIDFILE = "/run/multipathd.pid"
 WWIDS = "/etc/multipath/wwids"
 FLUSH_TIMEOUT = 60.0
 
 
-def daemon_running(fs, runner):
+def daemon_running(fs: HostFS, runner: Runner) -> bool:
     """True when multipathd runs.  Reads the pid file first (no command); asks the daemon only
     when the pid file says nothing (1 command)."""
     pid = fs.read(PIDFILE)
@@ -31,7 +36,7 @@ def daemon_running(fs, runner):
     return r.rc == 0 and "error receiving packet" not in (r.stdout or "")
 
 
-def wwid_known(fs, wwid):
+def wwid_known(fs: HostFS, wwid: str) -> bool:
     return ("/%s/" % wwid) in (fs.read(WWIDS) or "")
 
 
@@ -76,7 +81,8 @@ def _flush_reason(text):
     return "failed"
 
 
-def flush(runner, name, retries=3, delay=1.0, timeout=FLUSH_TIMEOUT, sleep=None):
+def flush(runner: Runner, name: str, retries: int = 3, delay: float = 1.0, timeout: float = FLUSH_TIMEOUT,
+          sleep: object = None) -> Result:
     """``multipath -f NAME`` with exponential backoff.  Raises FlushError with ``reason``
     (in_use / io_error / timeout / failed) when every attempt failed.  Returns the Result.
 
@@ -105,7 +111,7 @@ def flush(runner, name, retries=3, delay=1.0, timeout=FLUSH_TIMEOUT, sleep=None)
                      reason=reason, map=name, attempts=attempts, output=out)
 
 
-def flush_buffers(runner, dev, retries=2, delay=1.0, timeout=FLUSH_TIMEOUT):
+def flush_buffers(runner: Runner, dev: str, retries: int = 2, delay: float = 1.0, timeout: float = FLUSH_TIMEOUT) -> Result:
     try:
         return runner.run(["blockdev", "--flushbufs", dev], timeout=timeout, retries=retries, delay=delay)
     except CommandError as e:
@@ -113,21 +119,21 @@ def flush_buffers(runner, dev, retries=2, delay=1.0, timeout=FLUSH_TIMEOUT):
         raise FlushError("flushing buffers of %s failed (%s); nothing was removed" % (dev, reason.replace("_", " ")),
                          hint="check the path state; use force to detach anyway and accept data loss",
                          reason=reason, device=dev, attempts=e.attempts,
-                         output=(e.stderr or e.stdout or "").strip())
+                         output=(e.stderr or e.stdout or "").strip()) from None
 
 
-def del_path(runner, name):
+def del_path(runner: Runner, name: str) -> Result:
     """``multipathd del path /dev/NAME``: take one path out of its map; the map keeps its other paths."""
     return runner.run(["multipathd", "del", "path", "/dev/%s" % name], timeout=30, check=False)
 
 
-def resize_map(runner, name):
+def resize_map(runner: Runner, name: str) -> Result:
     """``multipathd resize map NAME``: the map takes the size its paths report now (after a rescan)."""
     r = runner.run(["multipathd", "resize", "map", name], timeout=30, check=False)
     return r
 
 
-def del_map(runner, name):
+def del_map(runner: Runner, name: str) -> Result:
     return runner.run(["multipathd", "del", "map", name], timeout=10, check=False)
 
 
@@ -144,7 +150,7 @@ def wait_paths_left(fs, pairs, timeout, interval=0.05, sleep=None, clock=None):
         sleep(interval)
 
 
-def disable_queueing(fs, runner, m, message=False):
+def disable_queueing(fs: HostFS, runner: Runner, m: DmMap, message: bool = False) -> bool:
     """Make I/O to map ``m`` fail instead of queueing when it has no path.  Returns True on success.
 
     ``multipathd disablequeueing map`` when the daemon runs, else (or also, with ``message``) the

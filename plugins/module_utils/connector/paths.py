@@ -18,17 +18,31 @@ with the number of LUN paths.  Layout: docs/dev/sysfs-layout.md.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .hostfs import HostFS
+
 import os
 import re
 
 from . import orphans as orphans_mod
 from . import validate
 from .errors import BrickError
-from .orphans import (DEAD_DEVICE_STATES, FAILED_DEVICE_STATES, KINDS, SESSION_FAILED,  # noqa: F401
-                      SESSION_FAILED_STATES, SESSION_FREE, SESSION_OK, SESSION_RECOVERING, cleanup_plan, summarize)
+from .orphans import (  # noqa: F401
+    DEAD_DEVICE_STATES,
+    FAILED_DEVICE_STATES,
+    KINDS,
+    SESSION_FAILED,
+    SESSION_FAILED_STATES,
+    SESSION_FREE,
+    SESSION_OK,
+    SESSION_RECOVERING,
+    cleanup_plan,
+    summarize,
+)
 from .path_inputs import normalize_expected, normalize_volume  # noqa: F401
-from .scsi import (SEARCH_PATH, Session, dm_maps, iscsi_sessions, parse_bypath,
-                   session_devices, udev_wwid)
+from .scsi import SEARCH_PATH, Session, dm_maps, iscsi_sessions, parse_bypath, session_devices, udev_wwid
 
 BY_ID = "/dev/disk/by-id"
 
@@ -212,7 +226,7 @@ def _ids_from_link(row, found):
 
 
 # -- gather ----------------------------------------------------------------------------------
-def gather(fs, volume=None, expected=None, orphans=True):
+def gather(fs: HostFS, volume: dict | None = None, expected: object = None, orphans: bool = True) -> dict:
     """Everything this host knows about its iSCSI volume paths.  Read-only, no command runs."""
     vol = normalize_volume(volume) if volume is not None and not _is_normalized(volume) else volume
     exp = expected if isinstance(expected, dict) and "wwids" in expected else normalize_expected(expected)

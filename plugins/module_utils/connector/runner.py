@@ -15,9 +15,7 @@
 * ``Runner.history`` records every command run (the benchmarks count them).
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import os
 import signal
@@ -38,7 +36,8 @@ class Result(object):
 
     __slots__ = ("argv", "rc", "stdout", "stderr", "attempts", "duration", "timed_out")
 
-    def __init__(self, argv, rc, stdout, stderr, attempts, duration, timed_out=False):
+    def __init__(self, argv: list[str], rc: int | None, stdout: str, stderr: str, attempts: int, duration: float,
+                 timed_out: bool = False) -> None:
         self.argv = argv
         self.rc = rc
         self.stdout = stdout
@@ -48,14 +47,14 @@ class Result(object):
         self.timed_out = timed_out
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.rc == 0
 
     def __repr__(self):
         return "Result(argv=%r, rc=%r, attempts=%d)" % (self.argv, self.rc, self.attempts)
 
 
-def backoff_delays(retries, delay, factor=2.0, max_delay=None):
+def backoff_delays(retries: int, delay: float, factor: float = 2.0, max_delay: float | None = None) -> list[float]:
     """The sleeps between ``retries + 1`` attempts: delay, delay*factor, ... (capped)."""
     out = []
     d = float(delay)
@@ -88,12 +87,12 @@ class Runner(object):
         self.history = []
 
     # -- secrets -----------------------------------------------------------------------------
-    def add_secret(self, secret):
+    def add_secret(self, secret: str | None) -> None:
         if secret:
             with self._lock:
                 self._secrets.add(str(secret))
 
-    def protect_secret(self, secret):
+    def protect_secret(self, secret: str | None) -> None:
         """Mask ``secret`` everywhere (as :meth:`add_secret`) and refuse every command whose argv or environment
         would carry it: a CHAP secret must never be visible in ``/proc/PID/cmdline``."""
         if secret:
@@ -117,7 +116,7 @@ class Runner(object):
         return text
 
     # -- lookup ------------------------------------------------------------------------------
-    def which(self, tool):
+    def which(self, tool: str) -> str | None:
         """Full path of ``tool`` on this runner's PATH, or None."""
         if os.sep in tool:
             return tool if os.access(tool, os.X_OK) else None
@@ -155,10 +154,10 @@ class Runner(object):
                 close_fds=True, start_new_session=True, universal_newlines=True)
         except OSError as e:
             if e.errno in (2, 13):  # ENOENT, EACCES
-                raise CommandNotFound(argv[0])
+                raise CommandNotFound(argv[0]) from None
             raise
         except ValueError as e:  # e.g. "embedded null byte"; checked in run() already
-            raise InvalidInput("command '%s' cannot be run: %s" % (self.mask(argv[0]), e))
+            raise InvalidInput("command '%s' cannot be run: %s" % (self.mask(argv[0]), e)) from None
         try:
             out, err = proc.communicate(stdin, timeout=timeout)
             return proc.returncode, out, err, False
@@ -230,7 +229,7 @@ class Runner(object):
             return res
 
     # -- accounting --------------------------------------------------------------------------
-    def count(self, tool=None):
+    def count(self, tool: str | None = None) -> int:
         """How many commands ran (optionally only those whose argv[0] basename is ``tool``)."""
         if tool is None:
             return len(self.history)

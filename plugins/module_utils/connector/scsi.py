@@ -7,9 +7,12 @@ No external command runs here: this is what makes re-runs, detaches and fleet au
 Layout: docs/dev/sysfs-layout.md.
 """
 
-from __future__ import absolute_import, division, print_function
+from __future__ import annotations
 
-__metaclass__ = type
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .hostfs import HostFS
 
 import os
 import re
@@ -27,7 +30,7 @@ _BYPATH = re.compile(r"^(?:(?P<pci>.+)-)?ip-(?P<addr>.+):(?P<port>\d+)-iscsi-(?P
 SEARCH_PATH = "/dev/disk/by-path"
 
 
-def udev_wwid(sysfs_wwid):
+def udev_wwid(sysfs_wwid: str | None) -> str | None:
     """Turn the sysfs ``device/wwid`` (``naa.600140...``) into the udev/multipath WWID (``3600140...``)."""
     if not sysfs_wwid:
         return None
@@ -38,7 +41,7 @@ def udev_wwid(sysfs_wwid):
     return "8" + w
 
 
-def portal_str(addr, port):
+def portal_str(addr: str | None, port: int | str | None) -> str:
     """iscsiadm's portal form: IPv6 in brackets."""
     if addr and ":" in addr:
         return "[%s]:%s" % (addr, port)
@@ -49,13 +52,23 @@ class Session(object):
     # ``address`` is the persistent (configured) address, which is a host name when the record was made with
     # one (iscsiadm -p localhost); ``conn_address`` is the connection's numeric address.
     __slots__ = ("sid", "host", "iqn", "state", "tpgt", "iface", "address", "port", "path", "conn_address")
+    sid: int
+    host: int | None
+    iqn: str | None
+    state: str | None
+    tpgt: int | None
+    iface: str | None
+    address: str | None
+    port: int | str | None
+    path: str
+    conn_address: str | None
 
-    def __init__(self, **kw):
+    def __init__(self, **kw) -> None:
         for k in self.__slots__:
             setattr(self, k, kw.get(k))
 
     @property
-    def portal(self):
+    def portal(self) -> str:
         return portal_str(self.address, self.port)
 
     def to_dict(self):
@@ -66,13 +79,25 @@ class Session(object):
 class ScsiDevice(object):
     __slots__ = ("hctl", "host", "lun", "name", "state", "wwid", "size", "vendor", "model",
                  "holders", "sid", "path")
+    hctl: str
+    host: int
+    lun: int
+    name: str | None
+    state: str | None
+    wwid: str | None
+    size: int | None
+    vendor: str | None
+    model: str | None
+    holders: list[str] | None
+    sid: int | None
+    path: str  # the device's sysfs directory: its identity (session ids are never reused)
 
-    def __init__(self, **kw):
+    def __init__(self, **kw) -> None:
         for k in self.__slots__:
             setattr(self, k, kw.get(k))
 
     @property
-    def dev(self):
+    def dev(self) -> str | None:
         return "/dev/%s" % self.name if self.name else None
 
     def to_dict(self):
@@ -84,13 +109,20 @@ class ScsiDevice(object):
 
 class DmMap(object):
     __slots__ = ("dm", "name", "uuid", "wwid", "slaves", "holders", "size")
+    dm: str
+    name: str | None
+    uuid: str | None
+    wwid: str | None
+    slaves: list[str]
+    holders: list[str]
+    size: int | None
 
-    def __init__(self, **kw):
+    def __init__(self, **kw) -> None:
         for k in self.__slots__:
             setattr(self, k, kw.get(k))
 
     @property
-    def dev(self):
+    def dev(self) -> str:
         return "/dev/%s" % self.dm
 
     @property
@@ -116,7 +148,7 @@ def _session_from_dir(fs, host, sid, sdir):
                    port=int(port) if port and port.isdigit() else port, path=sdir, conn_address=current)
 
 
-def iscsi_sessions(fs):
+def iscsi_sessions(fs: HostFS) -> list[Session]:
     """Every iSCSI session on the host, ordered by session id."""
     out = []
     for h in fs.listdir("/sys/class/iscsi_host"):
@@ -141,11 +173,11 @@ def iscsi_sessions(fs):
     return out
 
 
-def holders(fs, name):
+def holders(fs: HostFS, name: str) -> list[str]:
     return fs.listdir("/sys/class/block/%s/holders" % name)
 
 
-def slaves(fs, name):
+def slaves(fs: HostFS, name: str) -> list[str]:
     return fs.listdir("/sys/class/block/%s/slaves" % name)
 
 
@@ -168,7 +200,7 @@ def _device_from_dir(fs, ddir, hctl, sid=None, with_details=True):
     return dev
 
 
-def session_devices(fs, session, lun=None, with_details=True):
+def session_devices(fs: HostFS, session: Session, lun: int | None = None, with_details: bool = True) -> list[ScsiDevice]:
     """SCSI devices (LUNs) of one session; only ``lun`` when given."""
     out = []
     sdir = session.path
@@ -182,7 +214,7 @@ def session_devices(fs, session, lun=None, with_details=True):
     return out
 
 
-def session_target(fs, session):
+def session_target(fs: HostFS, session: Session) -> tuple[int | None, int | None]:
     """(channel, target) of a logged-in session, or (None, None) when no target dir exists yet."""
     for t in fs.match(session.path, "target*"):
         parts = t[len("target"):].split(":")
@@ -191,7 +223,7 @@ def session_target(fs, session):
     return None, None
 
 
-def dm_map(fs, dm):
+def dm_map(fs: HostFS, dm: str) -> DmMap | None:
     """A device-mapper device by kernel name (``dm-3``), or None."""
     base = "/sys/class/block/%s" % dm
     uuid = fs.read(base + "/dm/uuid")
@@ -204,7 +236,7 @@ def dm_map(fs, dm):
                  size=sectors * 512 if sectors is not None else None)
 
 
-def dm_maps(fs, multipath_only=True):
+def dm_maps(fs: HostFS, multipath_only: bool = True) -> list[DmMap]:
     out = []
     for e in fs.match("/sys/class/block", "dm-*"):
         m = dm_map(fs, e)
@@ -213,7 +245,7 @@ def dm_maps(fs, multipath_only=True):
     return out
 
 
-def multipath_of(fs, name):
+def multipath_of(fs: HostFS, name: str) -> DmMap | None:
     """The multipath map (DmMap) holding block device ``name`` (``sdb``), or None."""
     for h in holders(fs, name):
         if h.startswith("dm-"):
@@ -223,7 +255,7 @@ def multipath_of(fs, name):
     return None
 
 
-def find_map(fs, ref):
+def find_map(fs: HostFS, ref: str) -> DmMap | None:
     """Find a multipath map by name, WWID, /dev/dm-N, /dev/mapper/NAME or a by-id link."""
     if ref.startswith("/dev/"):
         if not fs.lexists(ref):
@@ -247,7 +279,7 @@ def find_map(fs, ref):
     return None
 
 
-def parse_bypath(name):
+def parse_bypath(name: str) -> dict | None:
     """Split a by-path link name into a dict, or None if it is not an iSCSI LUN link."""
     m = _BYPATH.match(name)
     if not m:
@@ -258,29 +290,28 @@ def parse_bypath(name):
             "offload": m.group("pci")}
 
 
-def bypath_name(bypath_portal, iqn, lun):
+def bypath_name(bypath_portal: str, iqn: str, lun: int) -> str:
     """udev's by-path name of an iSCSI LUN (software initiator)."""
     return "ip-%s-iscsi-%s-lun-%s" % (bypath_portal, iqn, bypath_lun(lun))
 
 
-def links_to(fs, directory, names):
+def links_to(fs: HostFS, directory: str, names: list[str]) -> list[str]:
     """Links in ``directory`` that point at one of the block device ``names`` (base names)."""
-    names = set(names)
+    wanted = set(names)
     out = []
-    for e in fs.listdir(directory):
-        t = fs.basename_of_link("%s/%s" % (directory, e))
-        if t in names:
-            out.append("%s/%s" % (directory, e))
+    for entry in fs.listdir(directory):
+        if fs.basename_of_link("%s/%s" % (directory, entry)) in wanted:
+            out.append("%s/%s" % (directory, entry))
     return out
 
 
-def parent_of_partition(fs, name):
+def parent_of_partition(fs: HostFS, name: str) -> str | None:
     """``sdb`` for partition ``sdb1`` (from sysfs), or None when ``name`` is not a partition."""
     if not fs.exists("/sys/class/block/%s/partition" % name):
         return None
     return os.path.basename(os.path.dirname(fs.realpath("/sys/class/block/%s" % name)))
 
 
-def read_wwid(fs, dev):
+def read_wwid(fs: HostFS, dev: ScsiDevice) -> str | None:
     """The WWID a SCSI device reports now (udev/multipath form), from sysfs."""
     return udev_wwid(fs.read(dev.path + "/wwid"))

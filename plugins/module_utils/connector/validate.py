@@ -3,9 +3,7 @@
 # Apache License 2.0 (see LICENSE)
 """Input validation shared by every module: bad input fails here, before any command runs."""
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import math
 import re
@@ -93,7 +91,7 @@ def relaxed_spec(spec):
     return out
 
 
-def iqn(value, what="target IQN"):
+def iqn(value: object, what: str = "target IQN") -> str:
     if value is not None and not isinstance(value, str):
         raise InvalidInput("%s must be a string, got %s" % (what, type(value).__name__))
     v = (value or "").strip(_TRIM)
@@ -161,7 +159,7 @@ def seconds(value, what, minimum=0.0, maximum=86400.0, zero_ok=True):
     try:
         f = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise InvalidInput("%s '%s' is not a number" % (what, show(value)))
+        raise InvalidInput("%s '%s' is not a number" % (what, show(value))) from None
     if math.isnan(f) or math.isinf(f) or f < minimum or f > maximum or (f == 0 and not zero_ok):
         low = ">= %g" % minimum if (zero_ok or minimum > 0) else "greater than 0"
         raise InvalidInput("%s must be %s and at most %g seconds, got %s" % (what, low, maximum, show(value)))
@@ -176,7 +174,7 @@ def count(value, what, minimum=0, maximum=1000):
         try:
             value = int(str(value).strip())
         except (TypeError, ValueError):
-            raise InvalidInput("%s '%s' is not an integer" % (what, show(value)))
+            raise InvalidInput("%s '%s' is not an integer" % (what, show(value))) from None
     if not minimum <= value <= maximum:
         raise InvalidInput("%s %s is out of range %d-%d" % (what, value, minimum, maximum))
     return value
@@ -203,11 +201,11 @@ def _is_ipv4(addr):
     return bool(m) and all(0 <= int(g) <= 255 for g in m.groups())
 
 
-def port(value, what="port"):
+def port(value: object, what: str = "port") -> int:
     try:
         p = int(str(value).strip())
     except (TypeError, ValueError):
-        raise InvalidInput("%s '%s' is not a number" % (what, value))
+        raise InvalidInput("%s '%s' is not a number" % (what, value)) from None
     if not 1 <= p <= 65535:
         raise InvalidInput("%s %s is out of range 1-65535" % (what, p))
     return p
@@ -218,12 +216,12 @@ class Portal(object):
 
     __slots__ = ("host", "port", "ipv6")
 
-    def __init__(self, host, port_, ipv6=False):
+    def __init__(self, host: str, port_: int, ipv6: bool = False) -> None:
         self.host = host
         self.port = port_
         self.ipv6 = ipv6
 
-    def __str__(self):
+    def __str__(self) -> str:
         if self.ipv6:
             return "[%s]:%d" % (self.host, self.port)
         return "%s:%d" % (self.host, self.port)
@@ -242,7 +240,7 @@ class Portal(object):
         return hash((self.host.lower(), self.port))
 
 
-def portal(value, what="portal"):
+def portal(value: object, what: str = "portal") -> Portal:
     v = (value or "").strip(_TRIM) if isinstance(value, str) else value
     if not v or not isinstance(v, str):
         raise InvalidInput("%s is empty" % what)
@@ -274,26 +272,26 @@ def portal(value, what="portal"):
     return Portal(host, port(p, what + " port") if p else DEFAULT_PORT, False)
 
 
-def lun(value, what="LUN"):
+def lun(value: object, what: str = "LUN") -> int:
     if isinstance(value, bool):
         raise InvalidInput("%s must be an integer, not a boolean" % what)
     try:
         n = int(str(value).strip())
     except (TypeError, ValueError):
-        raise InvalidInput("%s '%s' is not an integer" % (what, value))
+        raise InvalidInput("%s '%s' is not an integer" % (what, value)) from None
     if not 0 <= n <= MAX_LUN:
         raise InvalidInput("%s %s is out of range 0-%d" % (what, n, MAX_LUN))
     return n
 
 
-def name(value, what="name"):
+def name(value: object, what: str = "name") -> str:
     v = (value or "")
     if not isinstance(v, str) or not _SAFE_NAME.match(v) or len(v) > 255:
         raise InvalidInput("%s '%s' contains characters that are not allowed" % (what, show(value)))
     return v
 
 
-def device_path(value, what="device"):
+def device_path(value: object, what: str = "device") -> str:
     """A block device path: must be absolute, under /dev, normalised, with no metacharacters."""
     v = value if isinstance(value, str) else ""
     if not v:
@@ -309,7 +307,7 @@ def device_path(value, what="device"):
     return v.rstrip("/")
 
 
-def wwid(value, what="wwid"):
+def wwid(value: object, what: str = "wwid") -> str:
     """A volume's WWID in the form udev and multipath use (``3600140...``), lower-cased.
 
     Accepts that form, the sysfs form (``naa.600140...``, ``eui.``, ``t10.``) and a ``wwn-0x``/``0x`` WWN

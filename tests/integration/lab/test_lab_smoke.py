@@ -121,7 +121,7 @@ def test_two_portals_multipath_failover(lab, record_property):
 
         def p2_failed():
             out = lab.ssh("multipath -ll %s" % wwid)[1]
-            return out if any(p2dev in l and "failed" in l for l in out.splitlines()) else None
+            return out if any(p2dev in line and "failed" in line for line in out.splitlines()) else None
         ll = wait_for("path %s to fail" % p2dev, p2_failed, 120, interval=2)
         assert ACTIVE.search(ll), ll  # the other path is still good
         got = sh(lab, "dd if=/dev/mapper/%s bs=1M count=4 iflag=direct status=none | sha256sum" % wwid,
@@ -136,7 +136,7 @@ def test_two_portals_multipath_failover(lab, record_property):
 
         def p2_back():
             out = lab.ssh("multipath -ll %s" % wwid)[1]
-            return any(p2dev in l and ACTIVE.search(l) for l in out.splitlines())
+            return any(p2dev in line and ACTIVE.search(line) for line in out.splitlines())
         wait_for("path %s to come back" % p2dev, p2_back, 150, interval=2)
         step("path_back")
 

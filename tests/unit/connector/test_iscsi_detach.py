@@ -143,7 +143,7 @@ def test_ignore_errors_turns_failures_into_warnings(host):
     c = conn(host)
     c.command_timeout = 0.5
     out = c.disconnect(paths([P1]), ignore_errors=True)
-    assert out["leftovers"] and any("session" in l for l in out["leftovers"])
+    assert out["leftovers"] and any("session" in left for left in out["leftovers"])
     assert any("left" in w for w in c.warnings)
 
 
@@ -198,6 +198,9 @@ def test_detach_without_portals_finds_sessions_from_sysfs(host):
     assert host.fs.listdir("/sys/block") == host.fs.listdir("/sys/block") and not [
         d for d in host.fs.listdir("/sys/block") if d.startswith(("sd", "dm-"))]
     assert not [n for n in host.fs.listdir("/etc/iscsi/nodes") if host.fs.listdir("/etc/iscsi/nodes/" + n)]
+    after = host.snapshot()
+    assert {k: v for k, v in after.items() if k != "/etc/multipath/wwids"} == \
+        {k: v for k, v in before.items() if k != "/etc/multipath/wwids"}, host.diff(before, after)
 
 
 def test_check_mode_changes_nothing(host):

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from connector import iscsi
-from connector.errors import AttachError
+from connector.errors import AttachError, LoginError
 from sim import SimHost
 
 IQN = "iqn.2003-01.org.example.array:vol1"
@@ -188,6 +188,9 @@ def test_a_lun_scan_that_blocks_is_bounded_by_the_device_wait(host):
     with pytest.raises(AttachError):
         c.connect(paths([P1]))
     assert time.monotonic() - t0 < 15
+    # the rollback left the host as it was (the stuck scan writer holds nothing and changes nothing)
+    after = host.snapshot()
+    assert after == before, host.diff(before, after)
     host.clear_faults()
 
 
@@ -312,7 +315,7 @@ def test_a_failed_attach_puts_back_the_record_that_was_there(host):
                                    "-n", "node.conn[0].timeo.login_timeout", "-v", "30"]))
     before = _records(host)
     host.set_fault("portal_down", {P1: "refuse"})
-    with pytest.raises(Exception):
+    with pytest.raises(LoginError):
         conn(host, multipath="off").connect(paths([P1]))
     assert _records(host) == before
 

@@ -58,7 +58,7 @@ def test_eight_threads_login_scan_delete_leave_a_consistent_tree(host):
     sids = [s["sid"] for s in host.sessions()]
     assert len(set(sids)) == N
     # every map lost its P2 path and kept the P1 one
-    for dm, m in host.maps().items():
+    for _dm, m in host.maps().items():
         assert len(m["paths"]) == 1
     # every link in /dev/disk resolves inside the root
     fs = host.fs
