@@ -10,6 +10,7 @@
 #   setup          scripts/setup.sh --py312 (.venv = Python 3.11 + ansible-core 2.19, .venv312 = 3.12 + 2.21)
 #   unit-*         pytest tests/unit on both venvs (no tests collected = FAIL)
 #   sanity-*       ansible-test sanity --local on both ansible-core versions, on a copy of the git-visible files
+#   static         ruff (plugins, tests, bench) and mypy (the connector), settings in pyproject.toml
 #   changelog      antsibull-changelog lint
 #   lint-*         ansible-lint (production profile, offline) on both ansible-core versions
 #   lab-pytest     pytest tests/integration/lab -v (the suite skips loudly when QEMU can't run here;
@@ -174,6 +175,14 @@ st_sanity() {  # st_sanity VENV PYVER
   ansible-test sanity --local --python "$pyver" --color no
 }
 
+st_static() {
+  use_venv "$ROOT/.venv"
+  ruff --version
+  ruff check plugins tests bench
+  mypy --version
+  mypy
+}
+
 st_changelog() {
   use_venv "$ROOT/.venv"
   antsibull-changelog lint -v
@@ -227,6 +236,7 @@ else
   else
     skip_stage sanity "--quick"
   fi
+  run_stage static st_static
   run_stage changelog st_changelog
   run_stage lint-core2.19 st_lint "$ROOT/.venv" core2.19
   run_stage lint-core2.21 st_lint "$ROOT/.venv312" core2.21
