@@ -295,7 +295,7 @@ def signatures(target):
     try:
         sigs = json.loads(out).get("signatures", [])
     except ValueError:
-        raise Fail("wipefs --no-act --json %s printed no JSON: %s" % (target, out[:200]))
+        raise Fail("wipefs --no-act --json %s printed no JSON: %s" % (target, out[:200])) from None
     return [{"type": s.get("type"), "offset": s.get("offset"), "label": s.get("label"), "uuid": s.get("uuid")}
             for s in sigs]
 
