@@ -193,7 +193,7 @@ st_lint() {  # st_lint VENV NAME
   use_venv "$venv"
   top="$WORK/lint-$name"
   coll="$(stage_copy "$top")"
-  # community.general (parted, json_query) from .ansible/collections, installed by setup.sh.
+  # community.general (parted, for the partition role) from .ansible/collections, installed by setup.sh.
   ln -s "$ROOT/.ansible/collections/ansible_collections/community" "$top/ansible_collections/community"
   cd "$coll"
   ansible-lint --version

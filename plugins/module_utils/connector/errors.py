@@ -71,7 +71,7 @@ class CommandNotFound(BrickError):
         self.tool = tool
         super(CommandNotFound, self).__init__(
             "required tool '%s' was not found on PATH" % tool,
-            hint=hint or "install the package that provides it (see bindep.txt)", tool=tool)
+            hint=hint or "install the package that provides it (the initiator role installs them: playbooks/prepare.yml)", tool=tool)
 
 
 class DeviceNotFound(BrickError):

@@ -197,7 +197,8 @@ def test_audit_cleanup_removes_the_dead_path_and_keeps_the_open_map(lab, gm, ans
              what="the P2 session to become FREE")
     r = ansible_lab.playbook(
         "playbooks/orphan_audit.yml",
-        extra_vars={"brick_orphan_audit_cleanup": True, "brick_orphan_audit_report_dir": str(tmp_path)},
+        extra_vars={"brick_orphan_audit_cleanup": True, "brick_hosts": "iscsi_lab",
+                    "brick_orphan_audit_report_dir": str(tmp_path)},
         timeout=900)
     report = json.loads((tmp_path / "orphan-report.json").read_text())
     entry = report["hosts"]["lab"]
