@@ -42,6 +42,7 @@ from .orphans import (  # noqa: F401
     summarize,
 )
 from .path_inputs import normalize_expected, normalize_volume  # noqa: F401
+from .luns import array_lun
 from .scsi import SEARCH_PATH, Session, dm_maps, iscsi_sessions, parse_bypath, session_devices, udev_wwid
 
 BY_ID = "/dev/disk/by-id"
@@ -248,13 +249,20 @@ def _is_normalized(volume):
     return isinstance(volume, dict) and all(isinstance(p, validate.Portal) for p in volume.get("portals") or [None])
 
 
+def _same_lun(asked, kernel_lun):
+    """Does the LUN the operator names (the array's number) mean this kernel LUN?  A flat-space array's LUN N
+    shows as 16384 + N (luns.py); the kernel's own number is accepted too."""
+    return asked == kernel_lun or asked == array_lun(kernel_lun)
+
+
 def _expected(row, exp):
     if row["wwid"] and row["wwid"].lower() in exp["wwids"]:
         return True
     iqn = (row["iqn"] or "").lower()
     key = _row_portal_key(row) if row["portal"] else None
     for iqn_l, lun, portal in exp["luns"]:
-        if iqn_l == iqn and lun == row["lun"] and (portal is None or _portal_key(portal.host, portal.port) == key):
+        if iqn_l == iqn and _same_lun(lun, row["lun"]) and \
+                (portal is None or _portal_key(portal.host, portal.port) == key):
             return True
     return False
 
@@ -293,7 +301,7 @@ class _Volume(object):
         map_wwid = dict((m["name"], m["wwid"]) for m in self.inv.maps)
         devices = []
         for row in self.inv.luns:
-            if row["lun"] != self.lun or (row["iqn"] or "").lower() != self.iqn or row["portal"] is None:
+            if not _same_lun(self.lun, row["lun"]) or (row["iqn"] or "").lower() != self.iqn or row["portal"] is None:
                 continue
             key = _row_portal_key(row)
             if key not in self.wanted:
@@ -317,7 +325,7 @@ class _Volume(object):
         foreign_nodes = set("/dev/" + (f["device"] or "")[5:] for f in self.foreign)
         for name, link, target, _target_name, alive in self.inv.bypath:
             parsed = parse_bypath(name)
-            if not parsed or parsed["part"] is not None or parsed["lun"] != self.lun or \
+            if not parsed or parsed["part"] is not None or not _same_lun(self.lun, parsed["lun"]) or \
                     parsed["iqn"].lower() != self.iqn:
                 continue
             key = _portal_key(parsed["address"], parsed["port"])

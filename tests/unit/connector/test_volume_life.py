@@ -261,6 +261,23 @@ def test_the_audit_reads_flat_luns_back(host):
     assert f["orphans"] == []
 
 
+def test_the_volume_query_and_the_expected_list_take_the_arrays_lun_number_on_a_flat_array(host):
+    """The operator knows LUN 7; the kernel shows 16391.  The facts of the volume (which the detach role's
+    verify reads) must find the path, and an expected {iqn, lun: 7} must not be reported as unexpected
+    (the audit's cleanup would remove it)."""
+    from connector.paths import gather
+    host.add_target(IQN, portals=[P1], luns={7: 16}, lun_addressing="flat")
+    conn(host, lun_addressing="flat", multipath="off").connect(paths([P1], lun=7))
+    vol = gather(host.fs, volume={"portals": [P1], "iqn": IQN, "lun": 7})["volume"]
+    assert vol["exists"] is True and len(vol["devices"]) == 1 and len(vol["paths"]) == 1
+    assert gather(host.fs, volume={"portals": [P1], "iqn": IQN, "lun": 16391})["volume"]["path_count"] == 1
+    assert gather(host.fs, volume={"portals": [P1], "iqn": IQN, "lun": 6})["volume"]["devices"] == []
+    f = gather(host.fs, expected=[{"iqn": IQN, "lun": 7}])
+    assert [o for o in f["orphans"] if o["kind"] == "unexpected_lun"] == []
+    f = gather(host.fs, expected=[{"iqn": IQN, "lun": 6}])
+    assert [o["kind"] for o in f["orphans"]] == ["unexpected_lun"]
+
+
 # -- persistence across reboots ------------------------------------------------------------------------------
 def _records(h):
     out = {}
