@@ -2,13 +2,10 @@
 # Copyright: brick.storage contributors
 # Apache License 2.0 (see LICENSE)
 
-from __future__ import absolute_import, division, print_function
 
-__metaclass__ = type
-
-
-class ModuleDocFragment(object):
-    # Options of every module that takes the host lock (brick.storage.lock).
+class ModuleDocFragment:
+    # Options of every module that takes the host lock (brick.storage.lock); their argument spec is
+    # LOCK_OPTIONS in plugins/module_utils/brick_module.py.
     DOCUMENTATION = r"""
 options:
   lock_timeout:

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: brick.storage contributors
 # Apache License 2.0 (see LICENSE)
-"""Helpers for module tests: import a module of the collection and run its main()."""
+"""Helpers for module tests: import a module of the collection, run its main(), and the simulated host."""
 
 import importlib
 import json
@@ -32,12 +32,14 @@ def import_collection_module(short):
     return importlib.import_module(name)
 
 
-def call_module(module, capsys, args, check_mode=False):
-    """Run ``module.main()`` with ``args``; returns (failed, result dict)."""
+def call_module(module, capsys, args, check_mode=False, diff=False):
+    """Run ``module.main()`` with ``args`` (in check mode, in diff mode); returns (failed, result dict)."""
     from ansible.module_utils.testing import patch_module_args
     args = dict(args)
     if check_mode:
         args["_ansible_check_mode"] = True
+    if diff:
+        args["_ansible_diff"] = True
     with patch_module_args(args):
         with pytest.raises(SystemExit) as exc:
             module.main()
@@ -47,9 +49,37 @@ def call_module(module, capsys, args, check_mode=False):
 
 @pytest.fixture
 def run_module(capsys):
-    """run_module(module, args, check_mode=False) -> (failed, result)."""
+    """run_module(module, args, check_mode=False, diff=False) -> (failed, result)."""
     pytest.importorskip("ansible")
 
-    def run(module, args, check_mode=False):
-        return call_module(module, capsys, args, check_mode)
+    def run(module, args, check_mode=False, diff=False):
+        return call_module(module, capsys, args, check_mode, diff)
     return run
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    """A simulated host (tests/sim) that the modules see.
+
+    ``BRICK_STORAGE_ROOT`` points at it (for what a module reads through its own HostFS), ``lock_dir`` is a lock
+    directory of the test's own, and ``wire(module)`` hands a module that builds a HostFS and a Runner the host's
+    (every runner it made is in ``runners``) and returns the host.  A test file that always wires its module overrides this fixture
+    with one that calls ``wire``."""
+    from sim import SimHost
+    h = SimHost(str(tmp_path / "host"))
+    h.set_fault("time_scale", 0.01)
+    h.lock_dir = str(tmp_path / "locks")
+    h.runners = []
+    monkeypatch.setenv("BRICK_STORAGE_ROOT", h.root)
+
+    def make_runner(*_args, **_kwargs):
+        runner = h.runner()
+        h.runners.append(runner)
+        return runner
+
+    def wire(module):
+        monkeypatch.setattr(module, "HostFS", lambda *_args, **_kwargs: h.fs)
+        monkeypatch.setattr(module, "Runner", make_runner)
+        return h
+    h.wire = wire
+    return h
