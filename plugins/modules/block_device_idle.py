@@ -3,10 +3,6 @@
 # Copyright: brick.storage contributors
 # Apache License 2.0 (see LICENSE)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 ---
 module: block_device_idle
@@ -25,6 +21,8 @@ description:
   - The module never changes anything; it always returns RV(ignore:changed=false).
 author:
   - brick.storage maintainers (@brick-storage)
+extends_documentation_fragment:
+  - brick.storage.attributes
 options:
   device:
     description:
@@ -82,18 +80,14 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check mode and predict whether it would change something, without changing anything.
     support: full
     details:
       - In check mode the module checks once and does not wait. A busy device does not fail the task; it is reported
         with RV(idle=false) and RV(blockers), and a warning. A bad path or a missing device still fails.
   diff_mode:
-    description: Would show the changes it makes as a diff in diff mode.
-    support: none
+    support: N/A
+    details: The module changes nothing.
   platform:
-    description: The target operating systems the module runs on.
-    support: full
-    platforms: linux
     details:
       - Linux only (reads sysfs and C(/proc)).
 notes:
@@ -217,61 +211,47 @@ partitions:
   sample: [/dev/sdb1, /dev/sdb2]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.brick.storage.plugins.module_utils.connector.errors import BrickError
+from ansible_collections.brick.storage.plugins.module_utils.brick_module import ModuleErrors, new_module
 from ansible_collections.brick.storage.plugins.module_utils.connector.idle import inspect, wait_idle
-from ansible_collections.brick.storage.plugins.module_utils.connector.validate import relaxed_spec
 
 
-def _module(**kw):
-    """AnsibleModule(**kw); when ansible-core's own argument checking raises instead of failing with a message
-    (``check_type_int('inf')`` raises OverflowError), the arguments are read again unchecked, only to fail with
-    a message: no input ends in a traceback."""
-    try:
-        return AnsibleModule(**kw)
-    except (TypeError, ValueError, OverflowError, AttributeError, KeyError, IndexError) as e:
-        module = AnsibleModule(argument_spec=relaxed_spec(kw["argument_spec"]), supports_check_mode=True)
-        module.fail_json(msg="invalid input: the arguments could not be checked: %s" % e, error="InvalidInput",
-                         changed=False)
+def argument_spec():
+    return dict(
+        device=dict(type="path", required=True),
+        interval=dict(type="float", default=1.0),
+        max_retries=dict(type="int", default=20),
+        timeout=dict(type="float"),
+        exclusive_open=dict(type="bool", default=False),
+        use_fuser=dict(type="str", default="auto", choices=["auto", "always", "never"]),
+        show_cmdline=dict(type="bool", default=False),
+    )
 
 
 def main():
-    module = _module(
-        argument_spec=dict(
-            device=dict(type="path", required=True),
-            interval=dict(type="float", default=1.0),
-            max_retries=dict(type="int", default=20),
-            timeout=dict(type="float"),
-            exclusive_open=dict(type="bool", default=False),
-            use_fuser=dict(type="str", default="auto", choices=["auto", "always", "never"]),
-            show_cmdline=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    try:
-        if module.check_mode:
-            res = inspect(p["device"], exclusive=p["exclusive_open"], use_fuser=p["use_fuser"],
-                          cmdline=p["show_cmdline"])
-            res.update(waited=0.0, checks=1)
-            if not res["idle"]:
-                res["msg"] = "device %s is busy now (%d blocker(s)); check mode does not wait" % (
-                    res["device"], len(res["blockers"]))
-                module.warn(res["msg"])
-        else:
-            res = wait_idle(p["device"], interval=p["interval"], max_retries=p["max_retries"],
-                            timeout=p["timeout"], exclusive=p["exclusive_open"],
-                            use_fuser=p["use_fuser"], cmdline=p["show_cmdline"])
-    except BrickError as e:
-        out = e.to_dict()
-        out.update(msg=str(e), changed=False)  # the message with its hint, for the operator
-        module.fail_json(**out)
-    except Exception as e:  # pylint: disable=broad-except
-        # no input may end in a traceback: a bug is reported as one
-        module.fail_json(msg="internal error (%s): %s" % (type(e).__name__, e), error="InternalError",
-                         changed=False)
-    module.exit_json(changed=False, **res)
+    module = new_module(argument_spec())
+    with ModuleErrors(module):
+        result = _check_once(module) if module.check_mode else _wait(module.params)
+    module.exit_json(changed=False, **result)
+
+
+def _check_once(module):
+    """Check mode: one check, no wait; a busy device is reported (and warned about), not a failure."""
+    params = module.params
+    result = inspect(params["device"], exclusive=params["exclusive_open"], use_fuser=params["use_fuser"],
+                     cmdline=params["show_cmdline"])
+    result.update(waited=0.0, checks=1)
+    if not result["idle"]:
+        result["msg"] = "device %s is busy now (%d blocker(s)); check mode does not wait" % (
+            result["device"], len(result["blockers"]))
+        module.warn(result["msg"])
+    return result
+
+
+def _wait(params):
+    """Check every interval until the device is idle; a DeviceBusy (with the blockers) when it never was."""
+    return wait_idle(params["device"], interval=params["interval"], max_retries=params["max_retries"],
+                     timeout=params["timeout"], exclusive=params["exclusive_open"], use_fuser=params["use_fuser"],
+                     cmdline=params["show_cmdline"])
 
 
 if __name__ == "__main__":

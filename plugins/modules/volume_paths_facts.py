@@ -3,10 +3,6 @@
 # Copyright: brick.storage contributors
 # Apache License 2.0 (see LICENSE)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 ---
 module: volume_paths_facts
@@ -32,6 +28,9 @@ description:
     every host of a fleet. It never changes anything and always returns RV(ignore:changed=false).
 author:
   - brick.storage maintainers (@brick-storage)
+extends_documentation_fragment:
+  - brick.storage.attributes
+  - brick.storage.attributes.facts
 options:
   volume:
     description:
@@ -82,19 +81,12 @@ options:
     default: true
 attributes:
   check_mode:
-    description: Can run in check mode and predict whether it would change something, without changing anything.
     support: full
     details: The module only reads, so it behaves the same in check mode.
   diff_mode:
-    description: Would show the changes it makes as a diff in diff mode.
-    support: none
-  facts:
-    description: Returns its results as host facts (C(ansible_facts)) rather than only as a registered result.
-    support: full
+    support: N/A
+    details: The module changes nothing.
   platform:
-    description: The target operating systems the module runs on.
-    support: full
-    platforms: linux
     details:
       - Linux only (reads sysfs and C(/dev/disk)).
 notes:
@@ -283,66 +275,33 @@ ansible_facts:
                             map_without_working_path: 0, session_without_lun: 0, unexpected_lun: 0}}
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.brick.storage.plugins.module_utils.connector.errors import BrickError
+from ansible_collections.brick.storage.plugins.module_utils.brick_module import ModuleErrors, new_module
 from ansible_collections.brick.storage.plugins.module_utils.connector.hostfs import HostFS
-from ansible_collections.brick.storage.plugins.module_utils.connector.validate import relaxed_spec
-from ansible_collections.brick.storage.plugins.module_utils.connector.paths import (
-    gather, normalize_expected, normalize_volume)
+from ansible_collections.brick.storage.plugins.module_utils.connector.paths import gather, normalize_expected, normalize_volume
+
+
+def argument_spec():
+    return dict(
+        volume=dict(type="dict", options=dict(
+            portals=dict(type="list", elements="str", required=True, aliases=["portal"]),
+            iqn=dict(type="str", required=True),
+            lun=dict(type="int", required=True),
+            wwid=dict(type="str"),
+        )),
+        expected=dict(type="list", elements="raw"),
+        gather_orphans=dict(type="bool", default=True),
+    )
 
 
 def main():
-    module = _module(
-        argument_spec=dict(
-            volume=dict(type="dict", options=dict(
-                portals=dict(type="list", elements="str", required=True, aliases=["portal"]),
-                iqn=dict(type="str", required=True),
-                lun=dict(type="int", required=True),
-                wwid=dict(type="str"),
-            )),
-            expected=dict(type="list", elements="raw"),
-            gather_orphans=dict(type="bool", default=True),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    try:
-        volume = normalize_volume(p["volume"]) if p["volume"] is not None else None
-        expected = normalize_expected(p["expected"])
-    except BrickError as e:
-        module.fail_json(**_failure(e, "invalid input: %s" % e))
-    except Exception as e:  # pylint: disable=broad-except
-        # no input may end in a traceback: a bug is reported as one
-        module.fail_json(msg="internal error (%s) while checking the input: %s" % (type(e).__name__, e),
-                         error="InternalError", changed=False)
-    try:
-        facts = gather(HostFS(), volume=volume, expected=expected, orphans=p["gather_orphans"])
-    except BrickError as e:
-        module.fail_json(**_failure(e, str(e)))
-    except Exception as e:  # pylint: disable=broad-except
-        module.fail_json(msg="internal error (%s): %s" % (type(e).__name__, e), error="InternalError",
-                         changed=False)
+    module = new_module(argument_spec())
+    params = module.params
+    with ModuleErrors(module, msg_prefix="invalid input: ", during="while checking the input"):
+        volume = normalize_volume(params["volume"]) if params["volume"] is not None else None
+        expected = normalize_expected(params["expected"])
+    with ModuleErrors(module):
+        facts = gather(HostFS(), volume=volume, expected=expected, orphans=params["gather_orphans"])
     module.exit_json(changed=False, ansible_facts={"volume_paths": facts})
-
-
-def _module(**kw):
-    """AnsibleModule(**kw); when ansible-core's own argument checking raises instead of failing with a message
-    (``check_type_int('inf')`` raises OverflowError), the arguments are read again unchecked, only to fail with
-    a message: no input ends in a traceback."""
-    try:
-        return AnsibleModule(**kw)
-    except (TypeError, ValueError, OverflowError, AttributeError, KeyError, IndexError) as e:
-        module = AnsibleModule(argument_spec=relaxed_spec(kw["argument_spec"]), supports_check_mode=True)
-        module.fail_json(msg="invalid input: the arguments could not be checked: %s" % e, error="InvalidInput",
-                         changed=False)
-
-
-def _failure(e, msg):
-    """fail_json arguments for ``e``: its details, with ``msg`` as the operator-facing message."""
-    out = e.to_dict()
-    out.update(msg=msg, changed=False)
-    return out
 
 
 if __name__ == "__main__":

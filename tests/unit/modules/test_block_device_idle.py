@@ -30,8 +30,20 @@ def trap_bin(tmp_path):
     return str(bindir), marker
 
 
-@pytest.mark.parametrize("bad", ["/etc/passwd", "/dev/../etc/shadow", "/dev/sdb;reboot", "/dev/$(reboot)",
-                                 "/dev/sd b", "/dev/`id`"])
+# Bad device paths: InvalidInput before anything runs. The first column is the id.
+BAD_PATHS = [
+    ("outside-dev", "/etc/passwd"),
+    ("traversal", "/dev/../etc/shadow"),
+    ("semicolon", "/dev/sdb;reboot"),
+    ("command-substitution", "/dev/$(reboot)"),
+    ("space", "/dev/sd b"),
+    ("backticks", "/dev/`id`"),
+    ("relative", "sdb"),
+    ("double-slash", "/dev//sdb"),
+]
+
+
+@pytest.mark.parametrize("bad", [pytest.param(bad, id=name) for name, bad in BAD_PATHS])
 def test_bad_path_fails_before_anything_runs(module, capsys, monkeypatch, tmp_path, trap_bin, bad):
     bindir, marker = trap_bin
     monkeypatch.setenv("PATH", bindir)
@@ -122,3 +134,30 @@ def test_timeout_option(module, capsys, host):
     failed, res = run_module(module, capsys, {"device": dev, "interval": 0.1, "timeout": 0.3, "max_retries": 0})
     assert failed and res["checks"] == 4 and "timeout 0.3s" in res["msg"]
     assert "/dev/sdb is an active swap area" in res["msg"]
+
+
+# -- argv shapes ---------------------------------------------------------------------------------------------------
+# id, use_fuser, the commands the check starts (fuser once for the device and once per partition; never with the
+# /proc scan)
+ARGV = [
+    ("fuser-when-installed", "auto", ["fuser /dev/sdb", "fuser /dev/sdb1"]),
+    ("fuser-always", "always", ["fuser /dev/sdb", "fuser /dev/sdb1"]),
+    ("proc-scan-only", "never", []),
+]
+
+
+@pytest.mark.parametrize("use_fuser,expected", [pytest.param(*case[1:], id=case[0]) for case in ARGV])
+@pytest.mark.parametrize("check_mode", [False, True], ids=["run", "check-mode"])
+def test_argv_shapes(module, capsys, monkeypatch, host, tmp_path, use_fuser, expected, check_mode):
+    bindir = tmp_path / "logbin"
+    bindir.mkdir()
+    log = tmp_path / "argv.log"
+    fuser = bindir / "fuser"  # finds no process (exit 1), and logs its argv
+    fuser.write_text("#!/bin/sh\necho \"$(basename \"$0\") $*\" >> %s\nexit 1\n" % log)
+    fuser.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bindir) + os.pathsep + "/usr/bin:/bin")
+    dev = host.add_disk()
+    host.add_partition(dev, 1)
+    failed, res = run_module(module, capsys, {"device": dev, "use_fuser": use_fuser}, check_mode=check_mode)
+    assert not failed and res["idle"] and res["method"] == ("proc" if use_fuser == "never" else "fuser"), res
+    assert (log.read_text().splitlines() if log.exists() else []) == expected

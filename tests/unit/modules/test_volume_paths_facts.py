@@ -12,7 +12,6 @@ ansible = pytest.importorskip("ansible")
 from conftest import call_module as run_module, import_collection_module  # noqa: E402  tests/unit/modules/conftest.py
 
 from connector import iscsi  # noqa: E402
-from sim import SimHost  # noqa: E402
 
 IQN = "iqn.2003-01.org.example.array:vol1"
 P1, P2 = "10.0.0.1:3260", "10.0.0.2:3260"
@@ -21,14 +20,6 @@ P1, P2 = "10.0.0.1:3260", "10.0.0.2:3260"
 @pytest.fixture(scope="module")
 def module():
     return import_collection_module("volume_paths_facts")
-
-
-@pytest.fixture
-def host(tmp_path, monkeypatch):
-    h = SimHost(str(tmp_path / "host"))
-    h.set_fault("time_scale", 0.01)
-    monkeypatch.setenv("BRICK_STORAGE_ROOT", h.root)
-    return h
 
 
 @pytest.fixture
@@ -83,14 +74,18 @@ def test_orphans_after_a_path_failure(module, capsys, attached):
     assert all(o["portal"] == P2 for o in vp["orphans"])
 
 
-@pytest.mark.parametrize("args, msg", [
-    ({"volume": {"portals": ["10.0.0.1:99999"], "iqn": IQN, "lun": 0}}, "out of range"),
-    ({"volume": {"portals": [P1], "iqn": "iqn.bad", "lun": 0}}, "malformed"),
-    ({"volume": {"portals": [], "iqn": IQN, "lun": 0}}, "portals is empty"),
-    ({"volume": {"portals": [P1], "iqn": IQN, "lun": -4}}, "out of range"),
-    ({"expected": [{"lun": 0}]}, "needs iqn and lun"),
-    ({"expected": [["x"]]}, "WWID string or a dictionary"),
-])
+# Bad input: "invalid input: ..." before sysfs is read. The first column is the id.
+BAD_INPUT = [
+    ("port-out-of-range", {"volume": {"portals": ["10.0.0.1:99999"], "iqn": IQN, "lun": 0}}, "out of range"),
+    ("malformed-iqn", {"volume": {"portals": [P1], "iqn": "iqn.bad", "lun": 0}}, "malformed"),
+    ("no-portals", {"volume": {"portals": [], "iqn": IQN, "lun": 0}}, "portals is empty"),
+    ("negative-lun", {"volume": {"portals": [P1], "iqn": IQN, "lun": -4}}, "out of range"),
+    ("expected-without-iqn", {"expected": [{"lun": 0}]}, "needs iqn and lun"),
+    ("expected-list-in-list", {"expected": [["x"]]}, "WWID string or a dictionary"),
+]
+
+
+@pytest.mark.parametrize("args, msg", [pytest.param(args, msg, id=name) for name, args, msg in BAD_INPUT])
 def test_bad_input_fails_before_reading(module, capsys, monkeypatch, tmp_path, args, msg):
     # the root has no sysfs at all: a read would fail differently
     monkeypatch.setenv("BRICK_STORAGE_ROOT", str(tmp_path))
