@@ -3,10 +3,6 @@
 # Copyright: brick.storage contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 ---
 module: iscsi_volume
@@ -30,19 +26,21 @@ description:
 author:
   - brick.storage maintainers (@brick-storage)
 extends_documentation_fragment:
+  - brick.storage.attributes
   - brick.storage.lock
 attributes:
   check_mode:
-    description: Can run in check mode and predict whether it would change something, without changing anything.
     support: full
     details: Reads sysfs only and reports what it would attach or remove; no command that changes anything runs.
   diff_mode:
-    description: Would show the changes it makes as a diff in diff mode.
-    support: none
+    support: partial
+    details:
+      - The diff shows the volume's sessions (C(portal iqn)), SCSI path devices and multipath maps before and after;
+        in check mode, after is the prediction (a device or map the attach would make is named by what it would be,
+        for example C(a device for LUN 0 via 10.0.0.1:3260)).
+      - Node records are not shown. In check mode without O(iqn) (the target would be found by a discovery) there is
+        no diff.
   platform:
-    description: The target operating systems the module runs on.
-    support: full
-    platforms: linux
     details: Needs open-iscsi (C(iscsiadm), C(iscsid)); dm-multipath needs multipath-tools (C(multipathd)).
 options:
   state:
@@ -459,66 +457,25 @@ lock_wait:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.brick.storage.plugins.module_utils.connector.errors import BrickError
+from ansible_collections.brick.storage.plugins.module_utils.brick_module import LOCK_OPTIONS, ModuleErrors, diff, new_module, options
+from ansible_collections.brick.storage.plugins.module_utils.connector import iscsi, scsi, validate
+from ansible_collections.brick.storage.plugins.module_utils.connector.errors import BrickError, InvalidInput
 from ansible_collections.brick.storage.plugins.module_utils.connector.hostfs import HostFS
+from ansible_collections.brick.storage.plugins.module_utils.connector.lock import HostLock, LockSet, parse_lock_timeout, target_lock_name
 from ansible_collections.brick.storage.plugins.module_utils.connector.runner import Runner
-from ansible_collections.brick.storage.plugins.module_utils.connector import iscsi
-from ansible_collections.brick.storage.plugins.module_utils.connector.validate import relaxed_spec
+
+# Rules between options that ansible-core checks before main() goes on, with its own messages. The connector
+# checks the CHAP pairs again (iscsi.Auth), and Request what ansible-core counts as given (an empty or null list
+# of portals, a session_only that is false by default).
+RULES = dict(
+    required_together=[["chap_username", "chap_password"], ["chap_username_in", "chap_password_in"],
+                       ["discovery_chap_username", "discovery_chap_password"]],
+    required_if=[["state", "present", ["portals"]]],
+)
 
 
-def _warn(module, warnings):
-    for w in warnings:
-        module.warn(w)
-
-
-def _fail(module, runner, e):
-    res = {"msg": str(e), "commands": len(runner.history) if runner else 0, "error": type(e).__name__}
-    if isinstance(e, BrickError):
-        for k, v in e.details.items():
-            if k not in ("cmd",):
-                res[k] = v
-    module.fail_json(**res)
-
-
-def _discover(module, conn, paths, p):
-    """Resolve the target IQN(s) by SendTargets discovery (before any lock: it stores nothing)."""
-    if not p["iqn"]:
-        found = conn.discover(paths[0].portal)
-        iqns = sorted(set(i for _addr, i in found))
-        if len(iqns) != 1:
-            module.fail_json(msg="discovery on %s found %d targets (%s): give iqn" % (
-                paths[0].portal, len(iqns), ", ".join(iqns) or "none"), commands=len(conn.runner.history),
-                error="DiscoveryAmbiguous")
-        portals = [str(paths[0].portal)]
-        if p["discover"] == "always" and p["multipath"] != "off":
-            portals = [a for a, i in found if i == iqns[0]]
-        return iscsi.build_paths(portals, iqns, [paths[0].lun])
-    if p["discover"] == "always" and p["multipath"] != "off":
-        from ansible_collections.brick.storage.plugins.module_utils.connector import validate
-        found = conn.discover(paths[0].portal)
-        extra = [a for a, i in found if i == paths[0].iqn]
-        known = [x.portal for x in paths]
-        portals = [str(x.portal) for x in paths] + [a for a in extra if validate.portal(a) not in known]
-        return iscsi.build_paths(portals, [paths[0].iqn], [paths[0].lun])
-    return paths
-
-
-def _module(**kw):
-    """AnsibleModule(**kw); when ansible-core's own argument checking raises instead of failing with a message
-    (``check_type_int('inf')`` raises OverflowError), the arguments are read again unchecked, only to fail with
-    a message: no input ends in a traceback."""
-    try:
-        return AnsibleModule(**kw)
-    except (TypeError, ValueError, OverflowError, AttributeError, KeyError, IndexError) as e:
-        module = AnsibleModule(argument_spec=relaxed_spec(kw["argument_spec"]), supports_check_mode=True)
-        module.fail_json(msg="invalid input: the arguments could not be checked: %s" % e, error="InvalidInput",
-                         changed=False)
-
-
-def main():
-    spec = dict(
+def argument_spec():
+    return options(dict(
         state=dict(type="str", choices=["present", "absent"], default="present"),
         portals=dict(type="list", elements="str", aliases=["portal", "target_portal", "target_portals"]),
         iqn=dict(type="list", elements="str", aliases=["target_iqn", "target_iqns", "target", "targetname"]),
@@ -544,106 +501,250 @@ def main():
                             choices=["auto", "peripheral", "flat", "sam2", "SAM", "transparent", "SAM2", "SAM3-flat"]),
         force=dict(type="bool", default=False),
         ignore_errors=dict(type="bool", default=False),
-        lock_timeout=dict(type="raw", default=300),
-        lock_dir=dict(type="path", default="/run/brick-storage"),
-    )
-    module = _module(argument_spec=spec, supports_check_mode=True)
-    p = module.params
-    runner = None
+    ), LOCK_OPTIONS)
+
+
+class DiscoveryAmbiguous(BrickError):
+    """The SendTargets discovery (no iqn given) found no target, or several."""
+
+
+# -- the input: every check runs before any command ----------------------------------------------------------
+class Request(object):
+    """The checked input of one run: the credentials, the lock settings, the expected WWID and the paths."""
+
+    def __init__(self, params):
+        self.params = params
+        self.state = params["state"]
+        self.auth = iscsi.Auth(params["chap_username"], params["chap_password"], params["chap_username_in"],
+                               params["chap_password_in"], params["discovery_chap_username"],
+                               params["discovery_chap_password"])
+        _check_settings(params)
+        self.lock_timeout = parse_lock_timeout(params["lock_timeout"])
+        self.wwid = validate.wwid(params["wwid"]) if params["wwid"] is not None else None
+        _check_rules(params)
+        self.paths = _paths(params)
+        self.discovers_iqn = not params["iqn"]
+
+
+def _check_settings(params):
+    """The interface, the timeouts, the retries and the lock directory."""
+    validate.name(params["iface"], "iface")
+    if params["login_timeout"] < 1 or params["login_retries"] < 0 or params["device_wait_timeout"] <= 0:
+        raise InvalidInput("login_timeout must be >= 1, login_retries >= 0 and device_wait_timeout > 0")
+    validate.count(params["login_timeout"], "login_timeout", 1, 3600)
+    validate.count(params["login_retries"], "login_retries", 0, 100)
+    validate.seconds(params["device_wait_timeout"], "device_wait_timeout", maximum=86400, zero_ok=False)
+    validate.seconds(params["multipath_wait_timeout"], "multipath_wait_timeout", maximum=86400)
+    validate.lock_dir(params["lock_dir"])
+    validate.seconds(params["skip_failed_portals_for"], "skip_failed_portals_for", maximum=7 * 86400)
+
+
+def _check_rules(params):
+    """What the options mean together, beyond RULES."""
+    if params["session_only"] and params["state"] != "absent":
+        raise InvalidInput("session_only is a logout: it needs state=absent")
+    if params["session_only"] and (params["lun"] is not None or params["wwid"] is not None):
+        raise InvalidInput("session_only touches no LUN: do not give lun or wwid with it")
+    if params["state"] == "present" and not params["portals"]:
+        raise InvalidInput("state=present needs at least one portal")
+    if not params["iqn"] and not params["portals"]:
+        raise InvalidInput("give the target IQN, portals, or both")
+    if not params["iqn"] and params["state"] == "absent":
+        raise InvalidInput("state=absent needs the target IQN (a detach never runs a discovery)")
+
+
+def _paths(params):
+    """The volume's paths; without an IQN only the first portal (checked now: the discovery gives the IQN)."""
+    luns = params["lun"] if params["lun"] is not None else (None if params["session_only"] else [0])
+    if params["iqn"]:
+        return iscsi.build_paths(params["portals"], params["iqn"], luns, session_only=params["session_only"])
+    first = iscsi.check_portals(params["portals"])[0]
+    return [iscsi.Path(first[0], None, validate.lun((luns or [0])[0]), aliases=first[1:])]
+
+
+def _connector(request):
+    params = request.params
+    return iscsi.Connector(HostFS(), Runner(), iface=params["iface"], login_timeout=params["login_timeout"],
+                           login_retries=params["login_retries"], device_wait=params["device_wait_timeout"],
+                           multipath=params["multipath"], multipath_wait=params["multipath_wait_timeout"],
+                           auth=request.auth, startup=params["startup"], wwid=request.wwid,
+                           skip_failed_for=params["skip_failed_portals_for"], lun_addressing=params["lun_addressing"],
+                           failure_log=os.path.join(params["lock_dir"], "failed-portals.json"))
+
+
+# -- the run ---------------------------------------------------------------------------------------------------
+def main():
+    module = new_module(argument_spec(), **RULES)
+    with ModuleErrors(module, commands=True) as errors:
+        request = Request(module.params)
+        conn = _connector(request)
+        errors.runner = conn.runner
+        result = _run(module, conn, request)
+        for warning in conn.warnings:
+            module.warn(warning)
+        module.exit_json(commands=len(conn.runner.history), **result)
+
+
+def _run(module, conn, request):
+    """Nothing to do (decided from sysfs and a rescan of the paths, without lock or command), the prediction of
+    check mode, or the work under the locks."""
+    if request.state == "present" and not request.discovers_iqn:
+        result = _already_attached(module, conn, request)
+        if result is not None:
+            return result
+    if module.check_mode:
+        return _predict(module, conn, request)
+    return _under_locks(module, conn, request)
+
+
+def _already_attached(module, conn, request):
+    """The result of a re-run that finds the volume attached, or None; a map to resize (the LUN grew) is a command,
+    left to the part under the locks."""
+    result = conn.attached_result(request.paths, check_mode=module.check_mode, resize=False)
+    if result is None or (result.get("resized") or {}).get("pending"):
+        return None
+    if module._diff:
+        view = _volume_view(conn, request.paths)
+        result["diff"] = diff(view, view, _volume_name(request.paths))
+    return result
+
+
+def _predict(module, conn, request):
+    """Check mode: what the attach or detach would do (sysfs only)."""
+    if request.discovers_iqn:
+        return dict(changed=True, msg="would discover the target on %s and attach it" % request.paths[0].portal)
+    paths = request.paths
+    before = _volume_view(conn, paths) if module._diff else None
+    if request.state == "present":
+        result = conn.connect(paths, check_mode=True)
+    else:
+        result = conn.disconnect(paths, check_mode=True, session_only=request.params["session_only"])
+    if before is not None:
+        if request.state == "present":
+            after = _predicted_attach(conn, paths, before, result)
+        else:
+            before, after = _detach_views(before, result["removed"])
+        result["diff"] = diff(before, after, _volume_name(paths))
+    return result
+
+
+def _under_locks(module, conn, request):
+    """The discovery (before any lock: it stores nothing), then the attach or detach under the lock of every target
+    involved (sorted: no deadlock between callers).  open-iscsi's node DB, shared by all targets, is written under
+    a host-wide lock held only for each write."""
+    lock_dir, timeout = request.params["lock_dir"], request.lock_timeout
+    paths = request.paths
+    if request.state == "present":
+        # a discovery with CHAP writes the discovery record: under the node-DB lock of every brick.storage task
+        conn.node_lock = HostLock("iscsi-node-db", lock_dir=lock_dir, timeout=timeout,
+                                  info="brick.storage.iscsi_volume discovery on %s" % paths[0].portal)
+        paths = _discover(conn, request)
+    iqns = sorted(set(path.iqn.lower() for path in paths))
+    info = "brick.storage.iscsi_volume state=%s %s" % (request.state, " ".join(iqns))
+    lock = LockSet([target_lock_name(iqn) for iqn in iqns], lock_dir=lock_dir, timeout=timeout, info=info)
+    conn.node_lock = HostLock("iscsi-node-db", lock_dir=lock_dir, timeout=timeout, info=info)
+    waited = lock.acquire()
     try:
-        from ansible_collections.brick.storage.plugins.module_utils.connector import validate
-        from ansible_collections.brick.storage.plugins.module_utils.connector.lock import (
-            HostLock, LockSet, parse_lock_timeout, target_lock_name)
-        # -- all input checks before any command runs
-        auth = iscsi.Auth(p["chap_username"], p["chap_password"], p["chap_username_in"], p["chap_password_in"],
-                          p["discovery_chap_username"], p["discovery_chap_password"])
-        validate.name(p["iface"], "iface")
-        if p["login_timeout"] < 1 or p["login_retries"] < 0 or p["device_wait_timeout"] <= 0:
-            module.fail_json(msg="login_timeout must be >= 1, login_retries >= 0 and device_wait_timeout > 0")
-        validate.count(p["login_timeout"], "login_timeout", 1, 3600)
-        validate.count(p["login_retries"], "login_retries", 0, 100)
-        validate.seconds(p["device_wait_timeout"], "device_wait_timeout", maximum=86400, zero_ok=False)
-        validate.seconds(p["multipath_wait_timeout"], "multipath_wait_timeout", maximum=86400)
-        validate.lock_dir(p["lock_dir"])
-        validate.seconds(p["skip_failed_portals_for"], "skip_failed_portals_for", maximum=7 * 86400)
-        lock_timeout = parse_lock_timeout(p["lock_timeout"])
-        wwid = validate.wwid(p["wwid"]) if p["wwid"] is not None else None
-        if p["session_only"] and p["state"] != "absent":
-            module.fail_json(msg="session_only is a logout: it needs state=absent")
-        if p["session_only"] and (p["lun"] is not None or p["wwid"] is not None):
-            module.fail_json(msg="session_only touches no LUN: do not give lun or wwid with it")
-        if p["state"] == "present" and not p["portals"]:
-            module.fail_json(msg="state=present needs at least one portal")
-        if not p["iqn"] and not p["portals"]:
-            module.fail_json(msg="give the target IQN, portals, or both")
-        if not p["iqn"] and p["state"] == "absent":
-            module.fail_json(msg="state=absent needs the target IQN (a detach never runs a discovery)")
-        luns = p["lun"] if p["lun"] is not None else (None if p["session_only"] else [0])
-        if p["iqn"]:
-            paths = iscsi.build_paths(p["portals"], p["iqn"], luns, session_only=p["session_only"])
-        else:  # the portals alone are checked now; the IQN comes from the discovery
-            first = iscsi.check_portals(p["portals"])[0]
-            paths = [iscsi.Path(first[0], None, validate.lun((luns or [0])[0]), aliases=first[1:])]
-        runner = Runner()
-        fs = HostFS()
-        conn = iscsi.Connector(fs, runner, iface=p["iface"], login_timeout=p["login_timeout"],
-                               login_retries=p["login_retries"], device_wait=p["device_wait_timeout"],
-                               multipath=p["multipath"], multipath_wait=p["multipath_wait_timeout"],
-                               auth=auth, startup=p["startup"], wwid=wwid,
-                               skip_failed_for=p["skip_failed_portals_for"], lun_addressing=p["lun_addressing"],
-                               failure_log=os.path.join(p["lock_dir"], "failed-portals.json"))
-        # -- fast path: nothing to do is decided from sysfs (and a rescan of the paths), without lock or command;
-        # a map to resize (the LUN grew) goes on to the locked part
-        if p["state"] == "present" and p["iqn"]:
-            res = conn.attached_result(paths, check_mode=module.check_mode, resize=False)
-            if res is not None and not (res.get("resized") or {}).get("pending"):
-                _warn(module, conn.warnings)
-                module.exit_json(commands=len(runner.history), **res)
-        if module.check_mode:
-            if not p["iqn"]:
-                module.exit_json(changed=True, msg="would discover the target on %s and attach it" % paths[0].portal,
-                                 commands=0)
-            res = conn.connect(paths, check_mode=True) if p["state"] == "present" else \
-                conn.disconnect(paths, check_mode=True, session_only=p["session_only"])
-            module.exit_json(commands=len(runner.history), **res)
-        if p["state"] == "present":
-            # a discovery with CHAP writes the discovery record: under the node-DB lock of every brick.storage task
-            conn.node_lock = HostLock("iscsi-node-db", lock_dir=p["lock_dir"], timeout=lock_timeout,
-                                      info="brick.storage.iscsi_volume discovery on %s" % paths[0].portal)
-            paths = _discover(module, conn, paths, p)
-        # Every target involved is locked (sorted: no deadlock between callers); open-iscsi's node DB,
-        # shared by all targets, is written under a host-wide lock held only for each write.
-        iqns = sorted(set(x.iqn.lower() for x in paths))
-        info = "brick.storage.iscsi_volume state=%s %s" % (p["state"], " ".join(iqns))
-        lock = LockSet([target_lock_name(i) for i in iqns], lock_dir=p["lock_dir"], timeout=lock_timeout, info=info)
-        conn.node_lock = HostLock("iscsi-node-db", lock_dir=p["lock_dir"], timeout=lock_timeout, info=info)
-        waited = lock.acquire()
-        try:
-            if p["state"] == "present":
-                res = conn.connect(paths)
-            else:
-                res = conn.disconnect(paths, force=p["force"], ignore_errors=p["ignore_errors"],
-                                      session_only=p["session_only"])
-        finally:
-            lock.release()
-        _warn(module, conn.warnings)
-        module.exit_json(commands=len(runner.history), lock_wait=round(waited, 3), **res)
-    except BrickError as e:
-        _fail(module, runner, e)
-    except Exception as e:  # pylint: disable=broad-except
-        # no input may end in a traceback: a bug is reported as one, with a message that carries no secret
-        from ansible_collections.brick.storage.plugins.module_utils.connector.errors import InternalError
-        msg = "internal error (%s): %s" % (type(e).__name__, e)
-        _fail(module, runner, InternalError(runner.mask(msg) if runner else _mask_params(module, msg)))
+        result = _act(module, conn, paths, request)
+    finally:
+        lock.release()
+    result["lock_wait"] = round(waited, 3)
+    return result
 
 
-def _mask_params(module, text):
-    """``text`` with the values of every secret option masked."""
-    for k in ("chap_password", "chap_password_in", "discovery_chap_password"):
-        v = module.params.get(k)
-        if v:
-            text = text.replace(str(v), "********")
-    return text
+def _discover(conn, request):
+    """The paths with their target IQN(s): from a SendTargets discovery when no IQN is given, and with every portal
+    of the target it returns with discover=always (unless multipath=off)."""
+    paths, params = request.paths, request.params
+    every_portal = params["discover"] == "always" and params["multipath"] != "off"
+    if request.discovers_iqn:
+        found = conn.discover(paths[0].portal)
+        iqns = sorted(set(iqn for _address, iqn in found))
+        if len(iqns) != 1:
+            raise DiscoveryAmbiguous("discovery on %s found %d targets (%s): give iqn" % (
+                paths[0].portal, len(iqns), ", ".join(iqns) or "none"))
+        portals = [address for address, iqn in found if iqn == iqns[0]] if every_portal else [str(paths[0].portal)]
+        return iscsi.build_paths(portals, iqns, [paths[0].lun])
+    if every_portal:
+        found = conn.discover(paths[0].portal)
+        known = [path.portal for path in paths]
+        more = [address for address, iqn in found if iqn == paths[0].iqn and validate.portal(address) not in known]
+        return iscsi.build_paths([str(path.portal) for path in paths] + more, [paths[0].iqn], [paths[0].lun])
+    return paths
+
+
+def _act(module, conn, paths, request):
+    """The attach or the detach (the caller holds the locks), with its diff in diff mode."""
+    params = request.params
+    before = _volume_view(conn, paths) if module._diff else None
+    if request.state == "present":
+        result = conn.connect(paths)
+    else:
+        result = conn.disconnect(paths, force=params["force"], ignore_errors=params["ignore_errors"],
+                                 session_only=params["session_only"])
+    if before is not None:
+        if "removed" in result:
+            before = _detach_views(before, result["removed"])[0]
+        result["diff"] = diff(before, _volume_view(conn, paths, maps=before["maps"]), _volume_name(paths))
+    return result
+
+
+# -- diff mode: the volume's sessions, path devices and maps -------------------------------------------------------
+def _view(sessions, devices, maps):
+    return {"sessions": sorted(set(sessions)), "devices": sorted(set(devices)), "maps": sorted(set(maps))}
+
+
+def _volume_view(conn, paths, maps=()):
+    """What of the volume is on the host (sysfs only), named as the detach plan names it (DetachPlan.to_dict):
+    sessions as "portal iqn", the volume's path devices, their maps, and those of ``maps`` that are still there
+    (a map that keeps its other paths when these leave it)."""
+    sessions, devices = [], []
+    maps = [name for name in maps if scsi.find_map(conn.fs, name) is not None]
+    for entry in conn.state(paths):
+        sessions.append("%s %s" % (entry["session"].portal, entry["session"].iqn))
+        for dev in entry["devices"]:
+            devices.append(dev.dev or dev.hctl)
+            dm_map = scsi.multipath_of(conn.fs, dev.name) if dev.name else None
+            if dm_map is not None:
+                maps.append(dm_map.name)
+    return _view(sessions, devices, maps)
+
+
+def _predicted_attach(conn, paths, before, result):
+    """Check mode: the sessions the attach would log in, a device per path that has none, and a map (multipath=auto
+    makes one only when multipathd runs, which check mode does not ask; multipath=off stops at the first portal
+    that works: the first one is shown)."""
+    if "would_login" not in result:  # attached already (a map to resize): nothing comes or goes
+        return before
+    if conn.multipath == "off":
+        paths = paths[:1]
+    state = conn.state(paths)
+    with_session = set(entry["path"].key() for entry in state)
+    with_device = set(entry["path"].key() for entry in state if entry["devices"])
+    sessions = before["sessions"] + ["%s %s" % (path.portal, path.iqn) for path in paths
+                                     if path.key() not in with_session]
+    devices = before["devices"] + ["a device for LUN %s via %s" % (path.lun, path.portal) for path in paths
+                                   if path.key() not in with_device]
+    maps = before["maps"]
+    if not maps and conn.multipath != "off":
+        maps = ["a map of the volume" + (" (when multipathd runs)" if conn.multipath == "auto" else "")]
+    return _view(sessions, devices, maps)
+
+
+def _detach_views(before, removed):
+    """Before (what sysfs shows, and what the plan removes: a map left without paths is in the plan only) and after
+    (what remains once the plan is carried out)."""
+    sessions, devices, maps = removed["logout"], removed["devices"], removed["maps"]
+    before = _view(before["sessions"] + sessions, before["devices"] + devices, before["maps"] + maps)
+    after = _view([x for x in before["sessions"] if x not in sessions], [x for x in before["devices"] if x not in devices],
+                  [x for x in before["maps"] if x not in maps])
+    return before, after
+
+
+def _volume_name(paths):
+    luns = sorted(set(str(path.lun) for path in paths if path.lun is not None))
+    what = "LUN %s" % ", ".join(luns) if luns else "sessions"
+    return "%s %s" % (" ".join(sorted(set(path.iqn for path in paths))), what)
 
 
 if __name__ == "__main__":

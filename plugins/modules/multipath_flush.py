@@ -3,10 +3,6 @@
 # Copyright: brick.storage contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 ---
 module: multipath_flush
@@ -24,19 +20,16 @@ description:
 author:
   - brick.storage maintainers (@brick-storage)
 extends_documentation_fragment:
+  - brick.storage.attributes
   - brick.storage.lock
 attributes:
   check_mode:
-    description: Can run in check mode and predict whether it would change something, without changing anything.
     support: full
     details: Reports whether the map exists and what would block the flush; runs nothing.
   diff_mode:
-    description: Would show the changes it makes as a diff in diff mode.
-    support: none
-  platform:
-    description: The target operating systems the module runs on.
     support: full
-    platforms: linux
+    details: The diff shows the map and its path devices before and after (the path devices stay).
+  platform:
     details: Needs dm-multipath (multipath-tools).
 options:
   map:
@@ -139,124 +132,160 @@ lock_wait:
 
 import time
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.brick.storage.plugins.module_utils.connector.errors import BrickError
+from ansible_collections.brick.storage.plugins.module_utils.brick_module import LOCK_OPTIONS, ModuleErrors, diff, new_module, options
+from ansible_collections.brick.storage.plugins.module_utils.connector import idle, scsi, validate
+from ansible_collections.brick.storage.plugins.module_utils.connector import multipath as mp
+from ansible_collections.brick.storage.plugins.module_utils.connector.errors import DeviceBusy, InvalidInput, VolumeMismatch
 from ansible_collections.brick.storage.plugins.module_utils.connector.hostfs import HostFS
+from ansible_collections.brick.storage.plugins.module_utils.connector.lock import HOST_LOCK, LockSet, parse_lock_timeout, target_lock_name
 from ansible_collections.brick.storage.plugins.module_utils.connector.runner import Runner
-from ansible_collections.brick.storage.plugins.module_utils.connector import scsi
-from ansible_collections.brick.storage.plugins.module_utils.connector.validate import relaxed_spec
 
 
-def _target_iqns(fs, m):
-    """IQNs of the iSCSI sessions that carry a path of map ``m`` (sysfs only)."""
-    iqns = set()
-    for s in scsi.iscsi_sessions(fs):
-        for d in scsi.session_devices(fs, s, with_details=False):
-            if d.name in m.slaves:
-                iqns.add((s.iqn or "").lower())
-    return sorted(i for i in iqns if i)
+def argument_spec():
+    return options(dict(
+        map=dict(type="str", required=True, aliases=["name", "device"]),
+        wwid=dict(type="str", aliases=["wwn"]),
+        force=dict(type="bool", default=False),
+        retries=dict(type="int", default=2),
+        delay=dict(type="float", default=1),
+        timeout=dict(type="float", default=60),
+        show_cmdline=dict(type="bool", default=False),
+    ), LOCK_OPTIONS)
 
 
-def _find(module, fs, ref, wwid):
-    m = scsi.find_map(fs, ref)
-    if m is not None and wwid and m.wwid != wwid:
-        module.fail_json(msg="map %s (%s) serves WWID %s, not %s; nothing was flushed" % (m.name, m.dev, m.wwid, wwid),
-                         map=m.name, dm=m.dm, map_wwid=m.wwid, expected_wwid=wwid)
-    return m
+class Request(object):
+    """The checked input of one run (every check runs before any command)."""
+
+    def __init__(self, params):
+        self.params = params
+        self.ref = _checked_ref(params["map"])
+        self.wwid = validate.wwid(params["wwid"]) if params["wwid"] is not None else None
+        if params["retries"] < 0 or params["delay"] < 0 or params["timeout"] <= 0:
+            raise InvalidInput("retries and delay must be >= 0 and timeout > 0")
+        validate.count(params["retries"], "retries", 0, 100)
+        validate.seconds(params["delay"], "delay", maximum=3600)
+        validate.seconds(params["timeout"], "timeout", maximum=86400, zero_ok=False)
+        validate.lock_dir(params["lock_dir"])
+        self.lock_timeout = parse_lock_timeout(params["lock_timeout"])
 
 
-def _module(**kw):
-    """AnsibleModule(**kw); when ansible-core's own argument checking raises instead of failing with a message
-    (``check_type_int('inf')`` raises OverflowError), the arguments are read again unchecked, only to fail with
-    a message: no input ends in a traceback."""
-    try:
-        return AnsibleModule(**kw)
-    except (TypeError, ValueError, OverflowError, AttributeError, KeyError, IndexError) as e:
-        module = AnsibleModule(argument_spec=relaxed_spec(kw["argument_spec"]), supports_check_mode=True)
-        module.fail_json(msg="invalid input: the arguments could not be checked: %s" % e, error="InvalidInput",
-                         changed=False)
+def _checked_ref(ref):
+    """The map reference: a device path, or a name or WWID."""
+    if not isinstance(ref, str) or not ref:
+        validate.name(ref, "map")
+    if ref.startswith("/"):
+        validate.device_path(ref, "map")
+    else:
+        validate.name(ref, "map")
+    return ref
 
 
 def main():
-    module = _module(
-        argument_spec=dict(
-            map=dict(type="str", required=True, aliases=["name", "device"]),
-            wwid=dict(type="str", aliases=["wwn"]),
-            force=dict(type="bool", default=False),
-            retries=dict(type="int", default=2),
-            delay=dict(type="float", default=1),
-            timeout=dict(type="float", default=60),
-            lock_timeout=dict(type="raw", default=300),
-            lock_dir=dict(type="path", default="/run/brick-storage"),
-            show_cmdline=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
+    module = new_module(argument_spec())
     runner = Runner()
-    try:
-        from ansible_collections.brick.storage.plugins.module_utils.connector import validate, multipath as mp, idle
-        from ansible_collections.brick.storage.plugins.module_utils.connector.lock import (
-            LockSet, parse_lock_timeout, target_lock_name, HOST_LOCK)
-        ref = p["map"]
-        if not isinstance(ref, str) or not ref:
-            validate.name(ref, "map")
-        if ref.startswith("/"):
-            validate.device_path(ref, "map")
-        else:
-            validate.name(ref, "map")
-        wwid = validate.wwid(p["wwid"]) if p["wwid"] is not None else None
-        if p["retries"] < 0 or p["delay"] < 0 or p["timeout"] <= 0:
-            module.fail_json(msg="retries and delay must be >= 0 and timeout > 0")
-        validate.count(p["retries"], "retries", 0, 100)
-        validate.seconds(p["delay"], "delay", maximum=3600)
-        validate.seconds(p["timeout"], "timeout", maximum=86400, zero_ok=False)
-        validate.lock_dir(p["lock_dir"])
-        lock_timeout = parse_lock_timeout(p["lock_timeout"])
+    with ModuleErrors(module) as errors:
+        errors.runner = runner
+        request = Request(module.params)
         fs = HostFS()
-        m = _find(module, fs, ref, wwid)
-        if m is None:
-            module.exit_json(changed=False, map=None, msg="no multipath map matches %s" % ref)
+        dm_map = _find(fs, request)
+        if dm_map is None:
+            module.exit_json(**_no_map(module, request, "no multipath map matches %s" % request.ref))
         if module.check_mode:
-            info = idle.inspect(m.dev, use_fuser="never", fs=fs, runner=runner, cmdline=p["show_cmdline"])
-            blockers = info["blockers"]
-            if blockers and not p["force"]:
-                module.fail_json(msg="map %s (%s) is in use: %s; nothing was flushed" % (
-                    m.name, m.dev, "; ".join(idle.describe(b) for b in blockers)),
-                    map=m.name, dm=m.dm, blockers=blockers)
-            module.exit_json(changed=True, map=m.name, dm=m.dm, blockers=blockers,
-                             msg="would flush %s" % m.name)
-        # the same locks as an attach/detach of the targets behind the map, then a fresh look at it
-        names = [target_lock_name(i) for i in _target_iqns(fs, m)] or [HOST_LOCK]
-        lock = LockSet(names, lock_dir=p["lock_dir"], timeout=lock_timeout,
-                       info="brick.storage.multipath_flush %s" % m.name)
-        waited = lock.acquire()
-        try:
-            m = _find(module, fs, ref, wwid)
-            if m is None:
-                module.exit_json(changed=False, map=None, lock_wait=round(waited, 3),
-                                 msg="no multipath map matches %s (it went while waiting for the lock)" % ref)
-            blockers = idle.inspect(m.dev, use_fuser="never", fs=fs, runner=runner,
-                                    cmdline=p["show_cmdline"])["blockers"]
-            if blockers and not p["force"]:
-                module.fail_json(msg="map %s (%s) is in use: %s; nothing was flushed" % (
-                    m.name, m.dev, "; ".join(idle.describe(b) for b in blockers)),
-                    map=m.name, dm=m.dm, blockers=blockers, lock_wait=round(waited, 3))
-            t0 = time.monotonic()
-            res = mp.flush(runner, m.name, retries=p["retries"], delay=p["delay"], timeout=p["timeout"])
-            elapsed = time.monotonic() - t0
-        finally:
-            lock.release()
-        module.exit_json(changed=True, map=m.name, dm=m.dm, attempts=res.attempts, elapsed=round(elapsed, 3),
-                         lock_wait=round(waited, 3), blockers=blockers)
-    except BrickError as e:
-        res = dict(msg=str(e), error=type(e).__name__)
-        res.update({k: v for k, v in e.details.items() if k != "cmd"})
-        module.fail_json(**res)
-    except Exception as e:  # pylint: disable=broad-except
-        # no input may end in a traceback: a bug is reported as one
-        module.fail_json(msg="internal error (%s): %s" % (type(e).__name__, e), error="InternalError")
+            module.exit_json(**_predict(module, fs, runner, dm_map, request))
+        module.exit_json(**_flush_under_locks(module, fs, runner, dm_map, request))
+
+
+def _find(fs, request):
+    """The map ``request.ref`` names, or None; a VolumeMismatch when it serves another WWID than ``request.wwid``."""
+    dm_map = scsi.find_map(fs, request.ref)
+    if dm_map is not None and request.wwid and dm_map.wwid != request.wwid:
+        raise VolumeMismatch("map %s (%s) serves WWID %s, not %s; nothing was flushed" % (
+            dm_map.name, dm_map.dev, dm_map.wwid, request.wwid),
+            map=dm_map.name, dm=dm_map.dm, map_wwid=dm_map.wwid, expected_wwid=request.wwid)
+    return dm_map
+
+
+def _no_map(module, request, msg, **extra):
+    result = dict(changed=False, map=None, msg=msg, **extra)
+    if module._diff:
+        result["diff"] = diff(_map_view(None), _map_view(None), "multipath map %s" % request.ref)
+    return result
+
+
+def _blockers(fs, runner, dm_map, request, **extra):
+    """What uses the map; a DeviceBusy (nothing flushed) when something does, unless force."""
+    blockers = idle.inspect(dm_map.dev, use_fuser="never", fs=fs, runner=runner,
+                            cmdline=request.params["show_cmdline"])["blockers"]
+    if blockers and not request.params["force"]:
+        raise DeviceBusy("map %s (%s) is in use: %s; nothing was flushed" % (
+            dm_map.name, dm_map.dev, "; ".join(idle.describe(blocker) for blocker in blockers)),
+            map=dm_map.name, dm=dm_map.dm, blockers=blockers, **extra)
+    return blockers
+
+
+def _predict(module, fs, runner, dm_map, request):
+    """Check mode: whether the flush would run, and what uses the map (nothing runs)."""
+    blockers = _blockers(fs, runner, dm_map, request)
+    result = dict(changed=True, map=dm_map.name, dm=dm_map.dm, blockers=blockers, msg="would flush %s" % dm_map.name)
+    if module._diff:
+        before = _map_view(dm_map)
+        result["diff"] = diff(before, dict(before, maps=[]), "multipath map %s" % dm_map.name)
+    return result
+
+
+def _flush_under_locks(module, fs, runner, dm_map, request):
+    """The flush under the same locks as an attach or detach of the targets behind the map, after a fresh look."""
+    names = [target_lock_name(iqn) for iqn in _target_iqns(fs, dm_map)] or [HOST_LOCK]
+    lock = LockSet(names, lock_dir=request.params["lock_dir"], timeout=request.lock_timeout,
+                   info="brick.storage.multipath_flush %s" % dm_map.name)
+    waited = lock.acquire()
+    try:
+        return _flush(module, fs, runner, request, round(waited, 3))
+    finally:
+        lock.release()
+
+
+def _target_iqns(fs, dm_map):
+    """IQNs of the iSCSI sessions that carry a path of the map (sysfs only)."""
+    iqns = set()
+    for session in scsi.iscsi_sessions(fs):
+        for dev in scsi.session_devices(fs, session, with_details=False):
+            if dev.name in dm_map.slaves:
+                iqns.add((session.iqn or "").lower())
+    return sorted(iqn for iqn in iqns if iqn)
+
+
+def _flush(module, fs, runner, request, lock_wait):
+    """``multipath -f`` of the map as it is now (the caller holds the locks)."""
+    dm_map = _find(fs, request)
+    if dm_map is None:
+        return _no_map(module, request, "no multipath map matches %s (it went while waiting for the lock)" % request.ref,
+                       lock_wait=lock_wait)
+    blockers = _blockers(fs, runner, dm_map, request, lock_wait=lock_wait)
+    before = _map_view(dm_map)
+    started = time.monotonic()
+    flushed = mp.flush(runner, dm_map.name, retries=request.params["retries"], delay=request.params["delay"],
+                       timeout=request.params["timeout"])
+    result = dict(changed=True, map=dm_map.name, dm=dm_map.dm, attempts=flushed.attempts,
+                  elapsed=round(time.monotonic() - started, 3), lock_wait=lock_wait, blockers=blockers)
+    if module._diff:
+        result["diff"] = diff(before, _view_now(fs, dm_map), "multipath map %s" % dm_map.name)
+    return result
+
+
+# -- diff mode: the map and its path devices (which stay) ------------------------------------------------------
+def _map_view(dm_map):
+    if dm_map is None:
+        return {"maps": [], "devices": []}
+    return {"maps": ["%s (%s)" % (dm_map.name, dm_map.dev)], "devices": sorted("/dev/%s" % name for name in dm_map.slaves)}
+
+
+def _view_now(fs, dm_map):
+    """The map (if it is still there) and those of its former path devices that still exist."""
+    now = scsi.find_map(fs, dm_map.name)
+    view = _map_view(now)
+    view["devices"] = sorted("/dev/%s" % name for name in dm_map.slaves if fs.exists("/sys/block/%s" % name))
+    return view
 
 
 if __name__ == "__main__":

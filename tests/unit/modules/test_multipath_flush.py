@@ -8,7 +8,6 @@ import time
 import pytest
 
 from connector import iscsi
-from sim import SimHost
 from conftest import import_collection_module  # tests/unit/modules/conftest.py
 
 IQN = "iqn.2003-01.org.example.array:vol1"
@@ -22,13 +21,9 @@ def mod():
 
 
 @pytest.fixture
-def host(tmp_path, monkeypatch, mod):
-    h = SimHost(str(tmp_path / "host"))
-    h.set_fault("time_scale", 0.01)
-    monkeypatch.setattr(mod, "HostFS", lambda *a, **kw: h.fs)
-    monkeypatch.setattr(mod, "Runner", lambda *a, **kw: h.runner())
-    h.lock_dir = str(tmp_path / "locks")
-    return h
+def host(host, mod):
+    """The simulated host (conftest.py), wired to the module: it builds its HostFS and Runner from it."""
+    return host.wire(mod)
 
 
 @pytest.fixture
@@ -100,13 +95,87 @@ def test_the_flush_takes_the_target_lock_of_the_maps_paths(mod, host, volume, ru
     assert host.fs.exists("/sys/block/%s" % volume["device"][5:])
 
 
-@pytest.mark.parametrize("bad,needle", [
-    ({"map": "bad;name"}, "not allowed"),
-    ({"map": "/dev/../etc/passwd"}, "normalised"),
-    ({"map": "x", "wwid": "not a wwid"}, "not a WWID"),
-    ({"map": "x", "retries": -1}, "retries"),
-    ({"map": "x", "lock_timeout": "later"}, "lock_timeout"),
-], ids=["meta", "traversal", "wwid", "retries", "lock_timeout"])
+# Bad input: a message before anything runs. The first column is the id.
+BAD_INPUT = [
+    ("meta", {"map": "bad;name"}, "not allowed"),
+    ("traversal", {"map": "/dev/../etc/passwd"}, "normalised"),
+    ("wwid", {"map": "x", "wwid": "not a wwid"}, "not a WWID"),
+    ("retries", {"map": "x", "retries": -1}, "retries"),
+    ("lock_timeout", {"map": "x", "lock_timeout": "later"}, "lock_timeout"),
+    ("no-map", {}, "missing required arguments: map"),
+    ("empty-map", {"map": ""}, "map"),
+    ("negative-delay", {"map": "x", "delay": -1}, "retries and delay must be >= 0 and timeout > 0"),
+    ("zero-timeout", {"map": "x", "timeout": 0}, "timeout > 0"),
+    ("relative-lock-dir", {"map": "x", "lock_dir": "locks"}, "absolute"),
+]
+
+
+@pytest.mark.parametrize("bad,needle", [pytest.param(bad, needle, id=name) for name, bad, needle in BAD_INPUT])
 def test_bad_input_fails_before_anything(mod, host, run_module, bad, needle):
-    failed, res = run_module(mod, dict(bad, lock_dir=host.lock_dir))
+    failed, res = run_module(mod, dict({"lock_dir": host.lock_dir}, **bad))
     assert failed and needle in res["msg"], res
+    assert host.commands() == []
+
+
+# -- argv shapes ---------------------------------------------------------------------------------------------------
+# id, the map reference (from the attached volume), more arguments, check mode, the commands the run starts
+ARGV = [
+    ("flush-by-name", "name", {}, False, ["multipath -f {map}"]),
+    ("flush-by-device", "dev", {}, False, ["multipath -f {map}"]),
+    ("check-mode", "name", {}, True, []),
+    ("absent-map", "other", {}, False, []),
+    ("force", "name", {"force": True}, False, ["multipath -f {map}"]),
+]
+
+
+@pytest.mark.parametrize("ref,more,check_mode,expected", [pytest.param(*case[1:], id=case[0]) for case in ARGV])
+def test_argv_shapes(mod, host, volume, run_module, ref, more, check_mode, expected):
+    value = {"name": volume["multipath_map"], "dev": volume["device"], "other": "36001405" + "0" * 25}[ref]
+    host.reset_commands()
+    failed, res = run_module(mod, dict({"map": value, "lock_dir": host.lock_dir, "delay": 0}, **more),
+                             check_mode=check_mode)
+    assert not failed, res
+    assert [" ".join(argv) for argv in host.commands()] == [e.format(map=volume["multipath_map"]) for e in expected]
+
+
+def test_refusals_name_the_error(mod, host, volume, run_module):
+    """A map in use and a map of another WWID fail as the connector's errors do: ``error`` names the kind."""
+    host.mount(volume["device"], "/srv/data")
+    failed, res = run_module(mod, {"map": volume["multipath_map"], "lock_dir": host.lock_dir})
+    assert failed and res["error"] == "DeviceBusy" and res["map"] == volume["multipath_map"] and res["blockers"]
+    assert res["lock_wait"] >= 0 and res["changed"] is False
+    failed, res = run_module(mod, {"map": volume["multipath_map"], "lock_dir": host.lock_dir}, check_mode=True)
+    assert failed and res["error"] == "DeviceBusy" and "lock_wait" not in res
+    other = "36001405" + "7" * 25
+    failed, res = run_module(mod, {"map": volume["device"], "wwid": other, "lock_dir": host.lock_dir})
+    assert failed and res["error"] == "VolumeMismatch" and res["expected_wwid"] == other
+    assert res["map_wwid"] == volume["wwid"]
+
+
+# -- diff mode -----------------------------------------------------------------------------------------------------
+def map_view(host, volume):
+    dm = volume["device"][5:]
+    paths = sorted("/dev/" + name for name in host.maps()[dm]["paths"])
+    assert len(paths) == 2
+    return {"maps": ["%s (%s)" % (volume["multipath_map"], volume["device"])], "devices": paths}
+
+
+def test_no_diff_unless_asked(mod, host, volume, run_module):
+    failed, res = run_module(mod, {"map": volume["multipath_map"], "lock_dir": host.lock_dir}, check_mode=True)
+    assert not failed and "diff" not in res
+
+
+def test_check_mode_diff_is_what_the_flush_does(mod, host, volume, run_module):
+    before = map_view(host, volume)
+    snap = host.snapshot()
+    a = {"map": volume["wwid"], "lock_dir": host.lock_dir, "delay": 0}
+    failed, predicted = run_module(mod, a, check_mode=True, diff=True)
+    assert not failed and predicted["changed"] and host.snapshot() == snap
+    assert predicted["diff"]["before"] == before
+    assert predicted["diff"]["after"] == {"maps": [], "devices": before["devices"]}  # the paths stay
+    assert predicted["diff"]["before_header"] == "multipath map %s (before)" % volume["multipath_map"]
+    failed, done = run_module(mod, a, diff=True)
+    assert not failed and done["changed"] and done["diff"] == predicted["diff"]
+    failed, again = run_module(mod, a, diff=True)
+    assert not failed and not again["changed"]
+    assert again["diff"]["before"] == again["diff"]["after"] == {"maps": [], "devices": []}

@@ -15,7 +15,6 @@ import tempfile
 import pytest
 import yaml
 
-from sim import SimHost
 from conftest import REPO, import_collection_module  # tests/unit/modules/conftest.py
 
 IQN = "iqn.2003-01.org.example.array:vol1"
@@ -33,15 +32,11 @@ def mods():
 
 
 @pytest.fixture
-def host(tmp_path, monkeypatch, mods):
-    h = SimHost(str(tmp_path / "host"))
-    h.set_fault("time_scale", 0.01)
+def host(host, mods):
+    """The simulated host (conftest.py), wired to the modules that build a HostFS and a Runner."""
     for name in ("iscsi_volume", "multipath_flush"):
-        monkeypatch.setattr(mods[name], "HostFS", lambda *a, **kw: h.fs)
-        monkeypatch.setattr(mods[name], "Runner", lambda *a, **kw: h.runner())
-    monkeypatch.setenv("BRICK_STORAGE_ROOT", h.root)
-    h.lock_dir = str(tmp_path / "locks")
-    return h
+        host.wire(mods[name])
+    return host
 
 
 def vol(h, **kw):
@@ -84,26 +79,30 @@ def test_plain_attach_command_counts_do_not_grow(mods, host, run_module):
 
 
 # -- hostile input: a message, no command ----------------------------------------------------------------
-@pytest.mark.parametrize("bad,needle", [
-    (dict(iqn=["iqn.2003-01.org.x:a/../../etc"]), "malformed"),
-    (dict(iqn=["iqn.2003-01.org.x:a\x00b"]), "malformed"),
-    (dict(iqn=["iqn.2003-01.org.x:t\x1b[31m"]), "malformed"),
-    (dict(iqn=["iqn.2003-01.org..x:t"]), "malformed"),
-    (dict(iqn=["eui.02004567A425678"]), "malformed"),
-    (dict(portals=["10.0.0.1\x00:3260"]), "not allowed"),
-    (dict(portals=["10.0.0.1:3260\r\nX"]), "not allowed"),
-    (dict(iface="default\x00"), "not allowed"),
-    (dict(lock_dir="/run/x\x00y"), "control characters"),
-    (dict(lock_dir="relative"), "absolute"),
-    (dict(chap_username="ali\nce", chap_password=SECRET), "control characters"),
-    (dict(chap_username="alice", chap_password=SECRET + "\x00"), "control characters"),
-    (dict(chap_username="alice", chap_password=" " + SECRET), "cannot be stored"),
-    (dict(wwid="3600\x00"), "not a WWID"),
-    (dict(device_wait_timeout=float("nan")), "device_wait_timeout"),
-    (dict(multipath_wait_timeout=1e300), "multipath_wait_timeout"),
-    (dict(login_retries=10 ** 9), "login_retries"),
-    (dict(lock_timeout=1e300), None),
-], ids=lambda x: None if isinstance(x, (dict, str, type(None))) else x)
+# id, the hostile arguments, what the message says (None: an absurd but harmless value, which works)
+HOSTILE_VOLUME = [
+    ("iqn-traversal", dict(iqn=["iqn.2003-01.org.x:a/../../etc"]), "malformed"),
+    ("iqn-nul", dict(iqn=["iqn.2003-01.org.x:a\x00b"]), "malformed"),
+    ("iqn-escape-sequence", dict(iqn=["iqn.2003-01.org.x:t\x1b[31m"]), "malformed"),
+    ("iqn-empty-label", dict(iqn=["iqn.2003-01.org..x:t"]), "malformed"),
+    ("eui-name", dict(iqn=["eui.02004567A425678"]), "malformed"),
+    ("portal-nul", dict(portals=["10.0.0.1\x00:3260"]), "not allowed"),
+    ("portal-crlf", dict(portals=["10.0.0.1:3260\r\nX"]), "not allowed"),
+    ("iface-nul", dict(iface="default\x00"), "not allowed"),
+    ("lock-dir-nul", dict(lock_dir="/run/x\x00y"), "control characters"),
+    ("lock-dir-relative", dict(lock_dir="relative"), "absolute"),
+    ("chap-user-newline", dict(chap_username="ali\nce", chap_password=SECRET), "control characters"),
+    ("chap-secret-nul", dict(chap_username="alice", chap_password=SECRET + "\x00"), "control characters"),
+    ("chap-secret-leading-blank", dict(chap_username="alice", chap_password=" " + SECRET), "cannot be stored"),
+    ("wwid-nul", dict(wwid="3600\x00"), "not a WWID"),
+    ("device-wait-nan", dict(device_wait_timeout=float("nan")), "device_wait_timeout"),
+    ("multipath-wait-huge", dict(multipath_wait_timeout=1e300), "multipath_wait_timeout"),
+    ("login-retries-huge", dict(login_retries=10 ** 9), "login_retries"),
+    ("lock-timeout-huge", dict(lock_timeout=1e300), None),
+]
+
+
+@pytest.mark.parametrize("bad,needle", [pytest.param(bad, needle, id=name) for name, bad, needle in HOSTILE_VOLUME])
 def test_hostile_input_is_a_message_and_runs_nothing(mods, host, run_module, bad, needle):
     host.add_target(IQN, portals=[P1, P2], luns={0: 64})
     before = host.snapshot()
@@ -118,33 +117,52 @@ def test_hostile_input_is_a_message_and_runs_nothing(mods, host, run_module, bad
     assert "\x00" not in res["msg"] and "\x1b" not in res["msg"]
 
 
-@pytest.mark.parametrize("bad,needle", [
-    ({"map": "a\x00b"}, "not allowed"), ({"map": "/dev/dm-0\x00"}, "not allowed"),
-    ({"map": "x", "retries": 10 ** 12}, "retries"), ({"map": "x", "delay": float("inf")}, "delay"),
-    ({"map": "x", "timeout": float("nan")}, "timeout"), ({"map": "x", "lock_dir": "/a/\x07"}, "control"),
-])
+HOSTILE_FLUSH = [
+    ("name-nul", {"map": "a\x00b"}, "not allowed"),
+    ("device-nul", {"map": "/dev/dm-0\x00"}, "not allowed"),
+    ("retries-huge", {"map": "x", "retries": 10 ** 12}, "retries"),
+    ("delay-infinite", {"map": "x", "delay": float("inf")}, "delay"),
+    ("timeout-nan", {"map": "x", "timeout": float("nan")}, "timeout"),
+    ("lock-dir-bell", {"map": "x", "lock_dir": "/a/\x07"}, "control"),
+]
+
+
+@pytest.mark.parametrize("bad,needle", [pytest.param(bad, needle, id=name) for name, bad, needle in HOSTILE_FLUSH])
 def test_multipath_flush_hostile_input(mods, host, run_module, bad, needle):
     failed, res = run_module(mods["multipath_flush"], dict({"lock_dir": host.lock_dir}, **bad))
     assert failed and (needle in res["msg"] or NUL_REFUSED in res["msg"]), res
     assert host.commands() == []
 
 
-@pytest.mark.parametrize("bad", [{"interval": float("nan")}, {"interval": 1e300}, {"timeout": float("nan")},
-                                 {"max_retries": 10 ** 12}, {"device": "/dev/sd\x00b"}])
+HOSTILE_IDLE = [
+    ("interval-nan", {"interval": float("nan")}),
+    ("interval-huge", {"interval": 1e300}),
+    ("timeout-nan", {"timeout": float("nan")}),
+    ("max-retries-huge", {"max_retries": 10 ** 12}),
+    ("device-nul", {"device": "/dev/sd\x00b"}),
+]
+
+
+@pytest.mark.parametrize("bad", [pytest.param(bad, id=name) for name, bad in HOSTILE_IDLE])
 def test_block_device_idle_hostile_input(mods, host, run_module, bad):
     failed, res = run_module(mods["block_device_idle"], dict({"device": "/dev/sdb", "use_fuser": "never"}, **bad))
     assert failed and (res.get("error") == "InvalidInput" or NUL_REFUSED in res["msg"]), res
 
 
 # -- the lock directory --------------------------------------------------------------------------------------
-def test_lock_dir_defaults_are_root_only():
+def test_lock_dir_defaults_are_root_only(mods):
     from ansible_collections.brick.storage.plugins.module_utils.connector.lock import DEFAULT_LOCK_DIR
     frag = open(os.path.join(REPO, "plugins", "doc_fragments", "lock.py")).read()
     doc = yaml.safe_load(frag.split('r"""', 1)[1].split('"""', 1)[0])
     assert doc["options"]["lock_dir"]["default"] == DEFAULT_LOCK_DIR == "/run/brick-storage"
+    # the lock options are declared once (brick_module.LOCK_OPTIONS, next to the fragment), used by every module
+    # that locks
+    src = open(os.path.join(REPO, "plugins", "module_utils", "brick_module.py")).read()
+    assert 'lock_dir=dict(type="path", default="/run/brick-storage")' in src
+    assert "/run/lock" not in src
     for name in ("iscsi_volume", "multipath_flush"):
         src = open(os.path.join(REPO, "plugins", "modules", name + ".py")).read()
-        assert 'lock_dir=dict(type="path", default="/run/brick-storage")' in src
+        assert mods[name].argument_spec()["lock_dir"] == dict(type="path", default="/run/brick-storage")
         assert "/run/lock" not in src
 
 
@@ -192,14 +210,17 @@ def test_multipath_flush_names_holders_without_command_lines(mods, host, run_mod
     assert [b["cmdline"].split()[0] for b in out["blockers"] if b["kind"] == "process"] == ["backup"]
 
 
-@pytest.mark.parametrize("name,args", [
-    ("iscsi_volume", {"portals": [P1], "iqn": [IQN], "login_retries": "INF"}),
-    ("iscsi_volume", {"portals": [P1], "iqn": [IQN], "lun": ["-inf"]}),
-    ("multipath_flush", {"map": "x", "retries": "inf"}),
-    ("block_device_idle", {"device": "/dev/sdb", "max_retries": "Infinity"}),
-    ("volume_paths_facts", {"volume": {"portals": [P1], "iqn": IQN, "lun": "inf"}}),
-    ("volume_paths_facts", {"volume": [None]}),
-])
+CORE_RAISES = [
+    ("volume-login-retries-INF", "iscsi_volume", {"portals": [P1], "iqn": [IQN], "login_retries": "INF"}),
+    ("volume-lun-minus-inf", "iscsi_volume", {"portals": [P1], "iqn": [IQN], "lun": ["-inf"]}),
+    ("flush-retries-inf", "multipath_flush", {"map": "x", "retries": "inf"}),
+    ("idle-max-retries-Infinity", "block_device_idle", {"device": "/dev/sdb", "max_retries": "Infinity"}),
+    ("facts-lun-inf", "volume_paths_facts", {"volume": {"portals": [P1], "iqn": IQN, "lun": "inf"}}),
+    ("facts-volume-list-of-null", "volume_paths_facts", {"volume": [None]}),
+]
+
+
+@pytest.mark.parametrize("name,args", [pytest.param(name, args, id=case) for case, name, args in CORE_RAISES])
 def test_ansible_cores_own_exceptions_become_messages(mods, host, run_module, name, args):
     """ansible-core's check_type_int('inf') raises OverflowError (a traceback) instead of failing: the
     modules report it as invalid input, and run nothing."""

@@ -4,18 +4,15 @@
 """iscsi_volume takes os-brick's and community.general.open_iscsi's option names as aliases, where they do not
 clash: every alias is unique, and a task written with them runs (check mode, nothing attached: a detach plan)."""
 
-import importlib
 import json
 import os
-import re
-import sys
-import tempfile
 
 import pytest
 
+from conftest import REPO, import_collection_module  # tests/unit/modules/conftest.py
+
 pytest.importorskip("ansible")
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 SRC = os.path.join(REPO, "plugins", "modules", "iscsi_volume.py")
 
 ALIASES = {  # option: the names operators already have
@@ -32,13 +29,9 @@ ALIASES = {  # option: the names operators already have
 
 
 def spec():
-    with open(SRC) as f:
-        text = f.read().split("spec = dict(", 1)[1].split("module = AnsibleModule(", 1)[0]
-    out = {}
-    for name, body in re.findall(r"^\s{8}(\w+)=dict\((.*?)\),?$", text, re.M | re.S):
-        m = re.search(r"aliases=\[([^\]]*)\]", body)
-        out[name] = re.findall(r'"(\w+)"', m.group(1)) if m else []
-    return out
+    """{option: [aliases]} of the module's argument spec (the one AnsibleModule gets)."""
+    mod = import_collection_module("iscsi_volume")
+    return dict((name, list(option.get("aliases", []))) for name, option in mod.argument_spec().items())
 
 
 def test_aliases_present_and_unique():
@@ -66,15 +59,7 @@ def test_doc_lists_the_aliases():
 
 
 def test_a_task_with_os_brick_names_runs(capsys, tmp_path):
-    top = tempfile.mkdtemp(prefix="brick-coll-")
-    os.makedirs(os.path.join(top, "ansible_collections", "brick"))
-    os.symlink(REPO, os.path.join(top, "ansible_collections", "brick", "storage"))
-    sys.path.insert(0, top)
-    importlib.invalidate_caches()
-    for mod in [m for m in sys.modules if m == "ansible_collections" or m.startswith("ansible_collections.")]:
-        if not getattr(sys.modules[mod], "__file__", None) and mod.count(".") < 3:
-            del sys.modules[mod]
-    mod = importlib.import_module("ansible_collections.brick.storage.plugins.modules.iscsi_volume")
+    mod = import_collection_module("iscsi_volume")
     from ansible.module_utils.testing import patch_module_args
     root = tmp_path / "root"
     for d in ("sys/class/iscsi_session", "sys/block", "dev/disk/by-path", "etc/iscsi/nodes"):
