@@ -15,6 +15,7 @@
 #   lint-*         ansible-lint (production profile, offline) on both ansible-core versions
 #   lab-pytest     pytest tests/integration/lab -v (the suite skips loudly when QEMU can't run here;
 #                  BRICK_REQUIRE_LAB=1 makes that a failure)
+#   lab-ansible-test  ansible-test integration of tests/integration/targets/* on the lab guest (ssh target)
 #   molecule-*     molecule test -s NAME for every roles/*/molecule/NAME/molecule.yml
 #
 # Environment: BRICK_SKIP_LAB=1 skips the lab stages (with a WARNING). Exit status is non-zero if any stage failed.
@@ -215,6 +216,17 @@ st_lab_pytest() {
   return "$rc"
 }
 
+st_lab_targets() {
+  use_venv "$ROOT/.venv"
+  if ! python -c "import sys; sys.path.insert(0, 'tests/lab'); from lab import Lab; l = Lab(); ok = l.available(); \
+print(l.unavailable_reason or ''); sys.exit(0 if ok else 3)"; then
+    warn_banner "the QEMU lab cannot run here: tests/integration/targets did NOT run on a real kernel."
+    if [ "${BRICK_REQUIRE_LAB:-0}" = 1 ]; then return 1; fi
+    return 3
+  fi
+  bash tests/lab/integration-targets.sh
+}
+
 st_molecule() {  # st_molecule ROLE_DIR SCENARIO
   use_venv "$ROOT/.venv"
   cd "$1"
@@ -250,6 +262,7 @@ else
     skip_stage lab "BRICK_SKIP_LAB=1"
   else
     run_stage lab-pytest st_lab_pytest
+    run_stage lab-ansible-test st_lab_targets
     shopt -s nullglob
     scenarios=(roles/*/molecule/*/molecule.yml)
     shopt -u nullglob
