@@ -180,10 +180,7 @@ def test_registered_as_filter():
 @pytest.mark.parametrize("props", [LVM_CHAP, MP_SAME, MP_PER_PORTAL, IRONIC], ids=["lvm", "mp", "per-portal", "ironic"])
 def test_module_args_are_valid_iscsi_volume_arguments(props):
     """Every key the filter returns is an option of iscsi_volume (read from its argument spec)."""
-    import re
-    with open(os.path.join(REPO, "plugins", "modules", "iscsi_volume.py")) as fh:
-        src = fh.read()
-    spec = src.split("spec = dict(", 1)[1].split("module = AnsibleModule(", 1)[0]
-    options = set(re.findall(r"^\s{8}(\w+)=dict\(", spec, re.M))
+    from unit.modules.conftest import import_collection_module  # tests/unit/modules/conftest.py
+    options = set(import_collection_module("iscsi_volume").argument_spec())
     assert {"portals", "iqn", "lun", "chap_password", "discover"} <= options
     assert set(f(props, multipath=True)) <= options
