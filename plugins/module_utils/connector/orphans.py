@@ -148,6 +148,7 @@ class _Plan(object):
         self.map_wwid = dict((m["name"], m["wwid"]) for m in map_rows or ())
         self.flush, self.detach, self.files, self.manual = [], [], [], []
         self.seen = set()
+        self.detach_of = {}  # (portal, iqn, lun) -> its detach action: one per path, found without a scan
         self.unexpected = {}
         for orphan in orphans:
             if orphan["kind"] == "unexpected_lun":
@@ -178,12 +179,11 @@ class _Plan(object):
         key = (orphan["portal"], orphan["iqn"], orphan["lun"])
         if key in self.covered:
             return
-        if ("detach",) + key in self.seen:
-            for action in self.detach:
-                if (action["portals"][0], action["iqn"], action["lun"]) == key and kind not in action["kinds"]:
-                    action["kinds"].append(kind)
+        action = self.detach_of.get(key)
+        if action is not None:
+            if kind not in action["kinds"]:
+                action["kinds"].append(kind)
             return
-        self.seen.add(("detach",) + key)
         action = {"action": "iscsi_volume", "portals": [orphan["portal"]], "iqn": orphan["iqn"], "lun": orphan["lun"],
                   "kinds": [kind], "reason": orphan["reason"]}
         if kind == "session_without_lun":
@@ -191,6 +191,7 @@ class _Plan(object):
         else:
             action["wwid"] = _serves(orphan, self.map_wwid)
         self.detach.append(action)
+        self.detach_of[key] = action
 
     def actions(self):
         for (iqn, lun, wwid), group in sorted(self.unexpected.items(), key=lambda x: (x[0][0], x[0][1], x[0][2] or "")):

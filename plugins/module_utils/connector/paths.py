@@ -43,11 +43,10 @@ from .orphans import (  # noqa: F401
 )
 from .path_inputs import normalize_expected, normalize_volume  # noqa: F401
 from .luns import array_lun
-from .scsi import SEARCH_PATH, Session, dm_maps, iscsi_sessions, parse_bypath, session_devices, udev_wwid
+from .scsi import SEARCH_PATH, Session, block_names, dm_maps, iscsi_sessions, parse_bypath, session_devices, udev_wwid
 
 BY_ID = "/dev/disk/by-id"
 
-_SD_DISK = re.compile(r"^sd[a-z]+$")
 _SESSION_IN_PATH = re.compile(r"^(?P<dir>.*/session(?P<sid>\d+))/")
 
 
@@ -77,14 +76,20 @@ def _row_portal_key(row):
 def _link_index(fs, directory, blocks, devnodes):
     """[(name, link, target_host_path, target_name, alive)] for every link in ``directory``."""
     out = []
+    # udev's links are "../../sdb" (two levels up, then a name): that case without the general path arithmetic
+    up2 = os.path.dirname(os.path.dirname(directory))
     for entry in fs.listdir(directory):
         link = "%s/%s" % (directory, entry)
         target = fs.readlink(link)
         if target is None:
             continue  # not a link
-        target = os.path.normpath(target if target.startswith("/") else os.path.join(directory, target))
-        name = os.path.basename(target)
-        if os.path.dirname(target) == "/dev":
+        if target.startswith("../../") and "/" not in target[6:] and target[6:] not in ("", ".", ".."):
+            parent, name = up2, target[6:]
+            target = "%s/%s" % (up2, name)
+        else:
+            target = os.path.normpath(target if target.startswith("/") else os.path.join(directory, target))
+            parent, name = os.path.split(target)
+        if parent == "/dev":
             alive = name in devnodes and name in blocks
         else:
             alive = fs.exists(target)
@@ -98,11 +103,11 @@ def _path_state(dev_state, session_state):
     return "failed"
 
 
-def _devices(fs, session):
+def _devices(fs, session, names):
     """LUN paths of a session with only the details the audit needs (wwid, size).
 
     Holders are not listed per disk: the multipath map of a path comes from the maps' slaves."""
-    out = session_devices(fs, session, with_details=False)
+    out = session_devices(fs, session, with_details=False, names=names)
     for dev in out:
         dev.wwid = udev_wwid(fs.read(dev.path + "/wwid"))
         if dev.name:
@@ -135,7 +140,9 @@ class _Inventory(object):
                              hint="run it on a Linux host with /sys mounted; for a simulated host check "
                                   "BRICK_STORAGE_ROOT")
         self.fs = fs
-        self.blocks = set(fs.listdir("/sys/class/block"))
+        entries = fs.listdir("/sys/class/block")
+        self.blocks = set(entries)
+        self.names = block_names(fs, entries)  # {SCSI device dir: sdX}
         devnodes = set(fs.listdir("/dev"))
         self.dm = {}
         self.map_of = {}
@@ -168,7 +175,7 @@ class _Inventory(object):
             self.sessions.append({"sid": session.sid, "host": session.host, "portal": session.portal,
                                   "iqn": session.iqn, "state": session.state, "iface": session.iface,
                                   "tpgt": session.tpgt})
-            for dev in _devices(self.fs, session):
+            for dev in _devices(self.fs, session, self.names):
                 row = _lun_row(dev, session, self.map_of, self.links_of)
                 self.luns_of_sid.setdefault(session.sid, []).append(row)
                 self._add(dev, row)
@@ -176,10 +183,10 @@ class _Inventory(object):
     def _read_ghosts(self):
         """SCSI disks whose session is gone from the iSCSI classes but whose device still exists."""
         ghosts = {}
-        for name in self.blocks:
-            if name in self.lun_by_name or not _SD_DISK.match(name):
+        for device_dir, name in self.names.items():
+            if name in self.lun_by_name:
                 continue
-            match = _SESSION_IN_PATH.match(self.fs.realpath("/sys/class/block/%s" % name))
+            match = _SESSION_IN_PATH.match(device_dir + "/")
             if not match or int(match.group("sid")) in self.known_sids:
                 continue  # a local disk (no iSCSI session in its device path)
             ghosts.setdefault(match.group("dir"), int(match.group("sid")))
@@ -187,7 +194,7 @@ class _Inventory(object):
             return
         by_target = dict((target_name, (name, link)) for name, link, _t, target_name, _alive in self.bypath)
         for session_dir, sid in sorted(ghosts.items()):
-            for dev in _devices(self.fs, Session(sid=sid, path=session_dir)):
+            for dev in _devices(self.fs, Session(sid=sid, path=session_dir), self.names):
                 if dev.name in self.lun_by_name:
                     continue
                 row = _lun_row(dev, None, self.map_of, self.links_of)
@@ -237,7 +244,7 @@ def gather(fs: HostFS, volume: dict | None = None, expected: object = None, orph
     if vol is not None:
         out["volume"] = _Volume(vol, inv).result()
     if orphans:
-        found = orphans_mod.find(inv, exp, lambda row: _expected(row, exp))
+        found = orphans_mod.find(inv, exp, _ExpectedIndex(exp).match if exp is not None else None)
         out["orphans"] = found
         out["degraded"] = orphans_mod.degraded(inv)
         out["cleanup"] = cleanup_plan(found, inv.maps)
@@ -255,16 +262,28 @@ def _same_lun(asked, kernel_lun):
     return asked == kernel_lun or asked == array_lun(kernel_lun)
 
 
-def _expected(row, exp):
-    if row["wwid"] and row["wwid"].lower() in exp["wwids"]:
-        return True
-    iqn = (row["iqn"] or "").lower()
-    key = _row_portal_key(row) if row["portal"] else None
-    for iqn_l, lun, portal in exp["luns"]:
-        if iqn_l == iqn and _same_lun(lun, row["lun"]) and \
-                (portal is None or _portal_key(portal.host, portal.port) == key):
+class _ExpectedIndex(object):
+    """The expected LUNs by (IQN, LUN), so that checking a row costs the same however many LUNs are expected (a
+    scan of the whole list per row made the audit of a host quadratic in its number of paths)."""
+
+    def __init__(self, exp):
+        self.wwids = exp["wwids"]
+        self.portals = {}  # (iqn lower, the LUN as asked) -> set of portal keys; None = any portal
+        for iqn_l, lun, portal in exp["luns"]:
+            self.portals.setdefault((iqn_l, lun), set()).add(
+                None if portal is None else _portal_key(portal.host, portal.port))
+
+    def match(self, row):
+        if row["wwid"] and row["wwid"].lower() in self.wwids:
             return True
-    return False
+        iqn = (row["iqn"] or "").lower()
+        key = _row_portal_key(row) if row["portal"] else None
+        # the LUN as asked is the kernel's number or, for a flat-space array, the array's (see _same_lun)
+        for asked in set((row["lun"], array_lun(row["lun"]))):
+            allowed = self.portals.get((iqn, asked))
+            if allowed and (None in allowed or key in allowed):
+                return True
+        return False
 
 
 # -- the volume query ------------------------------------------------------------------------

@@ -148,6 +148,17 @@ def _session_from_dir(fs, host, sid, sdir):
                    port=int(port) if port and port.isdigit() else port, path=sdir, conn_address=current)
 
 
+def _host_dir(fs, h):
+    """The device directory of iSCSI host ``h`` (``host2``): its class link is ``../../devices/.../host2/iscsi_host/
+    host2``, so the directory is two levels up, found with one readlink (a realpath costs a stat per component, per
+    session, which a host with thousands of sessions and the slow lab guest feel); anything else is resolved."""
+    target = fs.readlink("/sys/class/iscsi_host/%s" % h)
+    if target and target.startswith("../../devices/") and target.endswith("/%s/iscsi_host/%s" % (h, h)) \
+            and "/../" not in target[6:] and "/./" not in target:
+        return "/sys/" + target[6:-len("/iscsi_host/%s" % h)]
+    return fs.realpath("/sys/class/iscsi_host/%s/device" % h)
+
+
 def iscsi_sessions(fs: HostFS) -> list[Session]:
     """Every iSCSI session on the host, ordered by session id."""
     out = []
@@ -156,7 +167,7 @@ def iscsi_sessions(fs: HostFS) -> list[Session]:
         if not m:
             continue
         host = int(m.group(1))
-        hdir = fs.realpath("/sys/class/iscsi_host/%s/device" % h)
+        hdir = _host_dir(fs, h)
         for e in fs.listdir(hdir):
             sm = _SESSION_DIR.match(e)
             if sm:
@@ -181,10 +192,13 @@ def slaves(fs: HostFS, name: str) -> list[str]:
     return fs.listdir("/sys/class/block/%s/slaves" % name)
 
 
-def _device_from_dir(fs, ddir, hctl, sid=None, with_details=True):
+def _device_from_dir(fs, ddir, hctl, sid=None, with_details=True, names=None):
     m = _HCTL.match(hctl)
-    blocks = fs.listdir(ddir + "/block")
-    name = blocks[0] if blocks else None
+    if names is None:
+        blocks = fs.listdir(ddir + "/block")
+        name = blocks[0] if blocks else None
+    else:
+        name = names.get(ddir)
     dev = ScsiDevice(hctl=hctl, host=int(m.group(1)), lun=int(m.group(4)), name=name, sid=sid,
                      path=ddir, state=fs.read(ddir + "/state"))
     if with_details:
@@ -200,8 +214,10 @@ def _device_from_dir(fs, ddir, hctl, sid=None, with_details=True):
     return dev
 
 
-def session_devices(fs: HostFS, session: Session, lun: int | None = None, with_details: bool = True) -> list[ScsiDevice]:
-    """SCSI devices (LUNs) of one session; only ``lun`` when given."""
+def session_devices(fs: HostFS, session: Session, lun: int | None = None, with_details: bool = True,
+                    names: dict[str, str] | None = None) -> list[ScsiDevice]:
+    """SCSI devices (LUNs) of one session; only ``lun`` when given.  ``names`` ({device dir: block name}, see
+    block_names()) saves a directory listing per device when the caller reads a whole host."""
     out = []
     sdir = session.path
     for t in fs.match(sdir, "target*"):
@@ -210,7 +226,24 @@ def session_devices(fs: HostFS, session: Session, lun: int | None = None, with_d
             m = _HCTL.match(e)
             if not m or (lun is not None and int(m.group(4)) != lun):
                 continue
-            out.append(_device_from_dir(fs, "%s/%s" % (tdir, e), e, session.sid, with_details))
+            out.append(_device_from_dir(fs, "%s/%s" % (tdir, e), e, session.sid, with_details, names))
+    return out
+
+
+def block_names(fs: HostFS, entries: list[str]) -> dict[str, str]:
+    """{SCSI device dir: block name} of the disks among ``entries`` of /sys/class/block (their class links are
+    ``../../devices/.../H:C:T:L/block/sdX``): one readlink per disk instead of a listing of each device's block/."""
+    out = {}
+    for name in entries:
+        if not name.startswith("sd") or not name[2:].isalpha():
+            continue
+        target = fs.readlink("/sys/class/block/%s" % name)
+        if target and target.startswith("../../devices/") and target.endswith("/block/" + name) \
+                and "/../" not in target[6:] and "/./" not in target:
+            out["/sys/" + target[6:-len("/block/" + name)]] = name
+        else:
+            real = fs.realpath("/sys/class/block/%s" % name)
+            out[os.path.dirname(os.path.dirname(real))] = name
     return out
 
 

@@ -355,22 +355,72 @@ def test_real_cleanup_through_the_connector_leaves_no_orphan(mp_host):
 
 
 # -- cost --------------------------------------------------------------------------------------------
-def test_cost_grows_linearly(tmp_path):
+def _bench_facts():
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "bench"))
     import bench_facts
-    t = {}
-    for n in (128, 512):
+    return bench_facts
+
+
+def _degrade(root, n_paths):
+    """Make a bench_facts host look lived-in, in proportion to its size: every 4th session FREE (its devices are
+    orphans, each with a cleanup action) and every 16th path's device node gone (its links dangle)."""
+    sessions = n_paths // 8  # a target carries 8 volumes (16 paths) over two sessions
+    for sid in range(1, sessions + 1, 4):
+        with open(root + "/sys/devices/platform/host%d/session%d/iscsi_session/session%d/state" % (sid, sid, sid),
+                  "w") as f:
+            f.write("FREE\n")
+    links = sorted(os.listdir(root + "/dev/disk/by-path"))
+    for link in links[::16]:
+        os.unlink(os.path.join(root, "dev", os.path.basename(os.readlink(root + "/dev/disk/by-path/" + link))))
+
+
+def _operations(root, expected):
+    """(lines of connector code run, file-system calls made) by one audit-style gather of the host at ``root``:
+    counts of work, not time, so that they do not depend on the machine's load."""
+    connector_dir = os.path.dirname(os.path.abspath(iscsi.__file__))
+    counts = {"lines": 0, "fs": 0}
+
+    def local(frame, event, _arg):
+        if event == "line":
+            counts["lines"] += 1
+        return local
+
+    def tracer(frame, _event, _arg):
+        return local if frame.f_code.co_filename.startswith(connector_dir) else None
+
+    class CountingFS(HostFS):
+        def __getattribute__(self, name):
+            if name in ("read", "read_int", "listdir", "readlink", "realpath", "exists", "lexists", "isdir",
+                        "match", "islink"):
+                counts["fs"] += 1
+            return object.__getattribute__(self, name)
+
+    volume = {"portals": ["10.0.0.1:3260", "10.1.0.1:3260"], "iqn": "iqn.2010-10.org.example:bench-t0", "lun": 0}
+    sys.settrace(tracer)
+    try:
+        facts = gather(CountingFS(root), volume=volume, expected=expected)
+    finally:
+        sys.settrace(None)
+    return counts, facts
+
+
+def test_cost_grows_linearly(tmp_path):
+    """8x the paths (with orphans, cleanup actions, an expected list and a volume query, all growing with the
+    host) is at most 8x the work: the connector's lines run and file-system calls are counted, so a quadratic
+    step (a scan of a list per path) fails here whatever the machine's load."""
+    bench_facts = _bench_facts()
+    per_path = {}
+    for n in (64, 512):
         root = bench_facts.build_tree(str(tmp_path / str(n)), n)
-        gather(HostFS(root))
-        best = None
-        for _round in range(3):
-            t0 = time.process_time()
-            f = gather(HostFS(root))
-            dt = time.process_time() - t0
-            best = dt if best is None else min(best, dt)
-        assert len(f["luns"]) == n and f["orphans"] == []
-        t[n] = best
-    assert t[512] < 4 * t[128] * 2.0 + 0.02, t  # 4x the paths: well under 8x the CPU time
+        _degrade(root, n)
+        counts, facts = _operations(root, normalize_expected(bench_facts.expected_of(n)))
+        assert len(facts["luns"]) == n and facts["volume"]["path_count"] == 2
+        assert facts["summary"]["counts"]["device_on_failed_session"] >= n // 16, facts["summary"]
+        assert facts["summary"]["counts"]["dangling_link"] >= n // 16, facts["summary"]
+        assert len(facts["cleanup"]) >= n // 8
+        per_path[n] = dict((k, v / float(n)) for k, v in counts.items())
+    for what in ("lines", "fs"):
+        assert per_path[512][what] <= 1.1 * per_path[64][what], (what, per_path)
 
 
 def test_single_path_volume_with_a_partition_is_no_orphan(host):
