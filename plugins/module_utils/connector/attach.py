@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from . import identity, scsi
+from . import identity, kernel_writes, scsi
 from . import multipath as mp
 from .errors import AttachError, BrickError, LoginError
 from .failures import PortalFailures
@@ -47,8 +47,8 @@ class AttachJournal(object):
                 except BrickError:
                     pass
         refs = [r for r in self.refs if fs.exists(r.ident)]
-        scsi.bounded_writes(fs, [("%s/delete" % r.ident, "1") for r in refs], 10)
-        gone_wait = scsi.wait_gone(fs, [r.ident for r in refs], 10, sleep=conn.sleep, clock=conn.clock)
+        kernel_writes.bounded_writes(fs, [("%s/delete" % r.ident, "1") for r in refs], 10)
+        gone_wait = kernel_writes.wait_gone(fs, [r.ident for r in refs], 10, sleep=conn.sleep, clock=conn.clock)
         left += ["device %s" % (r.dev.dev or r.dev.hctl) for r in refs if r.ident in gone_wait]
         left += self._logout(conn, db)
         for path in self.nodes:
@@ -207,7 +207,7 @@ class Attacher(object):
         """One LUN scan write, bounded by the device wait's deadline (a scan on a session that went into recovery
         blocks in the kernel)."""
         conn = self.conn
-        errors = scsi.bounded_writes(conn.fs, [("/sys/class/scsi_host/host%d/scan" % session.host, scan)],
+        errors = kernel_writes.bounded_writes(conn.fs, [("/sys/class/scsi_host/host%d/scan" % session.host, scan)],
                                      max(1.0, deadline - conn.clock()))
         if errors:
             conn.warnings.append("LUN scan on host%d (%s): %s" % (session.host, scan, list(errors.values())[0]))

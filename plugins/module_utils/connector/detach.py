@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import threading
 
-from . import idle, scsi
+from . import kernel_writes, scsi
 from . import multipath as mp
 from .detach_plan import DetachPlan, DeviceRef, plan_detach
 from .errors import BrickError, DetachError, DeviceBusy, FlushError, VolumeMismatch
-from .links import remove_stale_links, stale_links
 from .matching import address_key, session_matches
 
 # iscsiadm exit codes (iscsiadm(8))
@@ -84,6 +83,7 @@ class Detacher(object):
 
     def _busy(self, dev):
         try:
+            from . import idle  # only when there is a device to check
             return idle.inspect(dev, use_fuser="never", fs=self.fs, runner=self.runner)["blockers"]
         except BrickError:
             return []
@@ -148,6 +148,7 @@ class Detacher(object):
         self._drop_failed_maps(plan)
         self._logout(plan)
         self._nodes(plan)
+        from .links import remove_stale_links  # only a detach that removes something needs it
         removed_links = remove_stale_links(self.fs, plan)
         leftovers = self.leftovers(plan)
         removed = plan.to_dict()
@@ -218,20 +219,20 @@ class Detacher(object):
     def _delete(self, plan):
         """Delete every planned device at once and wait (bounded) for each to go, by identity.
 
-        Each ``delete`` write runs in a forked writer bounded by DELETE_WAIT (scsi.bounded_writes): on a dead
+        Each ``delete`` write runs in a forked writer bounded by DELETE_WAIT (kernel_writes.bounded_writes): on a dead
         session the kernel's SYNCHRONIZE CACHE may block it, and nothing may hold the module past its bound.  A
         device whose session is not logged in but which is still "running" is set offline first, so that the
         kernel fails its I/O at once (the kernel refuses that for a "blocked" device: EINVAL, ignored)."""
         start = self.conn.clock()
         dead = [r for r in plan.remove if r.session.state != "LOGGED_IN" and r.dev.state == "running"]
         if dead:
-            scsi.bounded_writes(self.fs, [("%s/state" % r.dev.path, "offline") for r in dead], 5.0)
-        errors = scsi.bounded_writes(self.fs, [("%s/delete" % r.dev.path, "1") for r in plan.remove], DELETE_WAIT)
+            kernel_writes.bounded_writes(self.fs, [("%s/state" % r.dev.path, "offline") for r in dead], 5.0)
+        errors = kernel_writes.bounded_writes(self.fs, [("%s/delete" % r.dev.path, "1") for r in plan.remove], DELETE_WAIT)
         for r in plan.remove:
             err = errors.get("%s/delete" % r.dev.path)
             if err and err != "timeout" and self.fs.exists(r.dev.path):
                 self._problem(DetachError("could not delete %s: %s" % (r.dev.dev or r.dev.hctl, err)))
-        left = scsi.wait_gone(self.fs, [r.ident for r in plan.remove],
+        left = kernel_writes.wait_gone(self.fs, [r.ident for r in plan.remove],
                               max(1.0, DELETE_WAIT - (self.conn.clock() - start)), sleep=self.conn.sleep,
                               clock=self.conn.clock)
         if left:
@@ -303,10 +304,10 @@ class Detacher(object):
             now = scsi.dm_map(fs, m.dm)
             if now is not None and now.uuid == m.uuid:
                 left.append("multipath map %s (%s)" % (m.name, m.dev))
+        from .links import stale_links
         for link in stale_links(fs, plan):
             left.append("link %s" % link)
         return left
 
 
-__all__ = ["DetachPlan", "Detacher", "DeviceRef", "address_key", "plan_detach", "remove_stale_links",
-           "session_matches", "stale_links", "VolumeMismatch"]
+__all__ = ["DetachPlan", "Detacher", "DeviceRef", "address_key", "plan_detach", "session_matches", "VolumeMismatch"]

@@ -12,7 +12,7 @@ kernel read both again; these functions compare what it says then.
 from __future__ import annotations
 
 from . import multipath as mp
-from . import scsi
+from . import kernel_writes, scsi
 from .errors import AttachError, VolumeMismatch
 
 
@@ -23,7 +23,7 @@ def verify(conn, devs, dm_map, fresh=(), rescan=True):
     Raises VolumeMismatch, naming every device and WWID, when they disagree; returns the WWID."""
     stale = [d for d in devs if d.name not in fresh]
     if rescan and stale:
-        slow = scsi.rescan(conn.fs, stale, timeout=conn.rescan_timeout)
+        slow = kernel_writes.rescan(conn.fs, stale, timeout=conn.rescan_timeout)
         if slow:
             conn.warnings.append("rescan of %s did not finish within %ss: their WWID was not re-read" % (
                 ", ".join(slow), conn.rescan_timeout))

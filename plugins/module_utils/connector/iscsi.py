@@ -12,7 +12,9 @@ one file per concern:
 * ``iscsiadm.py``   every iscsiadm command line and node-record write; ``discovery.py`` SendTargets;
 * ``scsi.py`` / ``multipath.py`` the kernel's view (sysfs) and multipath commands.
 
-A re-run that finds the volume attached runs no command at all.
+A re-run that finds the volume attached runs no command at all.  ``attach``, ``detach`` and ``discovery`` are
+imported when they are used: a module run that finds nothing to do does not import (and, without a bytecode
+cache, compile) them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from . import attach, detach, discovery, identity, scsi, validate
+from . import identity, scsi, validate
 from . import multipath as mp
 from .chap import Auth
 from .errors import AttachError, BrickError, CommandError, InvalidInput
@@ -206,12 +208,15 @@ class Connector(object):
         if check_mode:
             return {"changed": True, "msg": "would attach %s" % ", ".join(repr(p) for p in paths),
                     "would_login": [str(p.portal) for p in paths if not self.sessions_for(p)]}
+        from . import attach
         journal = attach.AttachJournal()
         before = self._fingerprint(paths)
         try:
             res = attach.Attacher(self, self.db, paths, self._use_multipath(paths), journal).run()
-            # a re-run that could not heal a dead portal leaves the host as it was: that is no change
-            res["changed"] = self._fingerprint(paths) != before
+            # a re-run that could not heal a dead portal leaves the host as it was: that is no change (an attach
+            # that logged in or scanned a device changed the host: no second look needed)
+            made = journal.sessions or journal.devices
+            res["changed"] = bool(made) or self._fingerprint(paths) != before
             return res
         except BaseException as e:
             leftovers = journal.rollback(self, self.db)
@@ -235,6 +240,7 @@ class Connector(object):
 
     def discover(self, portal: Portal) -> list[tuple[str, str]]:
         """SendTargets discovery on ``portal`` that stores nothing: [(portal, iqn)] (see discovery.py)."""
+        from . import discovery
         return discovery.discover(self.db, portal, self.auth)
 
     # -- the result of an attach ------------------------------------------------------------------------------
@@ -293,7 +299,8 @@ class Connector(object):
 
     def plan_disconnect(self, paths: list[Path], session_only: bool = False) -> DetachPlan:
         """What a detach of ``paths`` would remove and keep, and why (sysfs only): a DetachPlan."""
-        return detach.plan_detach(self.fs, paths, iface=self.iface, wwid=self.wwid, session_only=session_only,
+        from .detach_plan import plan_detach
+        return plan_detach(self.fs, paths, iface=self.iface, wwid=self.wwid, session_only=session_only,
                                   node_exists=self.node_exists, kernel_lun=self.kernel_lun)
 
     def disconnect(self, paths: list[Path], force: bool = False, ignore_errors: bool = False, check_mode: bool = False,
@@ -301,7 +308,8 @@ class Connector(object):
         """Detach the volume: plan, verify, execute (see detach.py).  The caller holds the target lock(s).
 
         ``busy_check(dev) -> [blocker]`` replaces the built-in check (openers, mounts, swap, holders)."""
-        detacher = detach.Detacher(self, paths, wwid=self.wwid, force=force, ignore_errors=ignore_errors,
+        from .detach import Detacher
+        detacher = Detacher(self, paths, wwid=self.wwid, force=force, ignore_errors=ignore_errors,
                                    session_only=session_only, busy_check=busy_check)
         plan = detacher.plan()
         if plan.empty():

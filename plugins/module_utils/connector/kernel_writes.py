@@ -54,6 +54,7 @@ def bounded_writes(fs: HostFS, writes: list[tuple[str, str]], timeout: float, cl
         kids[pid] = path
     out = {}
     deadline = clock() + timeout
+    pause = 0.001  # a write that works is done in a few ms: look again soon, then every 10 ms
     while kids:
         for pid in list(kids):
             try:
@@ -72,7 +73,8 @@ def bounded_writes(fs: HostFS, writes: list[tuple[str, str]], timeout: float, cl
             for path in kids.values():
                 out[path] = "timeout"  # left to finish (or not) on its own; it holds nothing of ours
             break
-        sleep(0.01)
+        sleep(pause)
+        pause = min(pause * 2, 0.01)
     return out
 
 

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 import os
 import re
 
-# LUN numbers and kernel writes live in their own files; these names stay importable from here.
-from .kernel_writes import bounded_writes, rescan, wait_gone  # noqa: F401
+# LUN numbers live in their own file; these names stay importable from here.  The kernel writes (scan, delete,
+# rescan) are in kernel_writes.py, which only what writes imports (a facts run reads).
 from .luns import FLAT_BASE, LUN_ADDRESSING, array_lun, bypath_lun, kernel_lun, lun_from_bypath  # noqa: F401
 
 _SESSION_DIR = re.compile(r"^session(\d+)$")
