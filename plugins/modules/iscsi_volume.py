@@ -461,7 +461,8 @@ from ansible_collections.brick.storage.plugins.module_utils.brick_module import 
 from ansible_collections.brick.storage.plugins.module_utils.connector import iscsi, scsi, validate
 from ansible_collections.brick.storage.plugins.module_utils.connector.errors import BrickError, InvalidInput
 from ansible_collections.brick.storage.plugins.module_utils.connector.hostfs import HostFS
-from ansible_collections.brick.storage.plugins.module_utils.connector.lock import HostLock, LockSet, parse_lock_timeout, target_lock_name
+from ansible_collections.brick.storage.plugins.module_utils.connector.lock import HostLock, LockSet, parse_lock_timeout
+from ansible_collections.brick.storage.plugins.module_utils.connector.lockdir import target_lock_name
 from ansible_collections.brick.storage.plugins.module_utils.connector.runner import Runner
 
 # Rules between options that ansible-core checks before main() goes on, with its own messages. The connector

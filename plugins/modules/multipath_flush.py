@@ -137,7 +137,8 @@ from ansible_collections.brick.storage.plugins.module_utils.connector import idl
 from ansible_collections.brick.storage.plugins.module_utils.connector import multipath as mp
 from ansible_collections.brick.storage.plugins.module_utils.connector.errors import DeviceBusy, InvalidInput, VolumeMismatch
 from ansible_collections.brick.storage.plugins.module_utils.connector.hostfs import HostFS
-from ansible_collections.brick.storage.plugins.module_utils.connector.lock import HOST_LOCK, LockSet, parse_lock_timeout, target_lock_name
+from ansible_collections.brick.storage.plugins.module_utils.connector.lock import HOST_LOCK, LockSet, parse_lock_timeout
+from ansible_collections.brick.storage.plugins.module_utils.connector.lockdir import target_lock_name
 from ansible_collections.brick.storage.plugins.module_utils.connector.runner import Runner
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 
 from . import identity, kernel_writes, scsi
+from . import luns as lun_numbers
 from . import multipath as mp
 from .errors import AttachError, BrickError, LoginError
 from .failures import PortalFailures
@@ -124,8 +125,8 @@ class Attacher(object):
         for thread, result in threads:
             thread.join(max(0.0, deadline - conn.clock()))
             if thread.is_alive():
-                result.setdefault("error", "%s: no answer within %ss (login + LUN scan)" % (result["path"].portal,
-                                                                                          budget))
+                result.setdefault("error", "%s: no answer within %ss (login + LUN scan)"
+                                  % (result["path"].portal, budget))
 
     def _connect_in_order(self, failures):
         """Single path: portals in order, the first device wins."""
@@ -208,7 +209,7 @@ class Attacher(object):
         blocks in the kernel)."""
         conn = self.conn
         errors = kernel_writes.bounded_writes(conn.fs, [("/sys/class/scsi_host/host%d/scan" % session.host, scan)],
-                                     max(1.0, deadline - conn.clock()))
+                                              max(1.0, deadline - conn.clock()))
         if errors:
             conn.warnings.append("LUN scan on host%d (%s): %s" % (session.host, scan, list(errors.values())[0]))
 
@@ -222,8 +223,8 @@ class Attacher(object):
         channel, target = scsi.session_target(conn.fs, session)
         kernel_lun = conn.kernel_lun(path, session)
         candidates = [kernel_lun]
-        if conn.lun_addressing == "auto" and kernel_lun == path.lun and path.lun < scsi.FLAT_BASE:
-            candidates.append(scsi.FLAT_BASE + path.lun)
+        if conn.lun_addressing == "auto" and kernel_lun == path.lun and path.lun < lun_numbers.FLAT_BASE:
+            candidates.append(lun_numbers.FLAT_BASE + path.lun)
         prefix = "%s %s " % ("-" if channel is None else channel, "-" if target is None else target)
         start = conn.clock()
         rescans = list(RESCAN_AT)

@@ -52,7 +52,6 @@ def _blocker_str(b):
     return str(b)
 
 
-
 class Detacher(object):
     """Runs one detach: verify (under the caller's lock), execute, check what is left."""
 
@@ -233,8 +232,8 @@ class Detacher(object):
             if err and err != "timeout" and self.fs.exists(r.dev.path):
                 self._problem(DetachError("could not delete %s: %s" % (r.dev.dev or r.dev.hctl, err)))
         left = kernel_writes.wait_gone(self.fs, [r.ident for r in plan.remove],
-                              max(1.0, DELETE_WAIT - (self.conn.clock() - start)), sleep=self.conn.sleep,
-                              clock=self.conn.clock)
+                                       max(1.0, DELETE_WAIT - (self.conn.clock() - start)), sleep=self.conn.sleep,
+                                       clock=self.conn.clock)
         if left:
             self._problem(DetachError("devices still present after %ss: %s" % (DELETE_WAIT, ", ".join(
                 r.dev.dev or r.dev.hctl for r in plan.remove if r.ident in left))))

@@ -24,6 +24,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import identity, scsi, validate
+from . import luns as lun_numbers
 from . import multipath as mp
 from .chap import Auth
 from .errors import AttachError, BrickError, CommandError, InvalidInput
@@ -73,13 +74,13 @@ class Connector(object):
                  startup="automatic", node_lock=None, clock=time.monotonic, sleep=time.sleep,
                  poll=0.05, link_wait=0.0, command_timeout=30.0, wwid=None, rescan_timeout=10.0,
                  skip_failed_for=0.0, failure_log=None, wall_clock=time.time, lun_addressing="auto"):
-        if str(lun_addressing).lower() not in scsi.LUN_ADDRESSING:
+        if str(lun_addressing).lower() not in lun_numbers.LUN_ADDRESSING:
             raise InvalidInput("lun_addressing '%s' is not one of %s" % (
-                lun_addressing, ", ".join(sorted(scsi.LUN_ADDRESSING))))
+                lun_addressing, ", ".join(sorted(lun_numbers.LUN_ADDRESSING))))
         self.fs = fs
         self.runner = runner
         self.iface = iface
-        self.lun_addressing = scsi.LUN_ADDRESSING[str(lun_addressing).lower()]
+        self.lun_addressing = lun_numbers.LUN_ADDRESSING[str(lun_addressing).lower()]
         self.login_timeout = login_timeout
         self.login_retries = login_retries
         self.device_wait = device_wait
@@ -114,10 +115,10 @@ class Connector(object):
         if path.lun is None:
             return None
         luns: list[int] = []
-        if self.lun_addressing == "auto" and path.lun < scsi.FLAT_BASE:
+        if self.lun_addressing == "auto" and path.lun < lun_numbers.FLAT_BASE:
             devs = scsi.session_devices(self.fs, session, with_details=False) if devs is None else devs
             luns = [d.lun for d in devs]
-        return scsi.kernel_lun(path.lun, self.lun_addressing, luns)
+        return lun_numbers.kernel_lun(path.lun, self.lun_addressing, luns)
 
     def sessions_for(self, path: Path, sessions: list[Session] | None = None) -> list[Session]:
         """Sessions of ``path`` (target, any of the portal's addresses, this connector's iface)."""
@@ -301,7 +302,7 @@ class Connector(object):
         """What a detach of ``paths`` would remove and keep, and why (sysfs only): a DetachPlan."""
         from .detach_plan import plan_detach
         return plan_detach(self.fs, paths, iface=self.iface, wwid=self.wwid, session_only=session_only,
-                                  node_exists=self.node_exists, kernel_lun=self.kernel_lun)
+                           node_exists=self.node_exists, kernel_lun=self.kernel_lun)
 
     def disconnect(self, paths: list[Path], force: bool = False, ignore_errors: bool = False, check_mode: bool = False,
                    busy_check: Callable[[str], list[dict]] | None = None, session_only: bool = False) -> dict:
@@ -310,7 +311,7 @@ class Connector(object):
         ``busy_check(dev) -> [blocker]`` replaces the built-in check (openers, mounts, swap, holders)."""
         from .detach import Detacher
         detacher = Detacher(self, paths, wwid=self.wwid, force=force, ignore_errors=ignore_errors,
-                                   session_only=session_only, busy_check=busy_check)
+                            session_only=session_only, busy_check=busy_check)
         plan = detacher.plan()
         if plan.empty():
             what = "no session of it carries nothing" if session_only else "volume is not attached"

@@ -32,8 +32,6 @@ from .lock_tickets import (  # noqa: F401
     _flock_until,
     _now_iso,
     _own_command,
-    _read_command,
-    _read_ticket,
     _remove_if_same,
     _Ticket,
     _ticket_number,
@@ -42,7 +40,7 @@ from .lock_tickets import (  # noqa: F401
     _wait_in_thread,
     live_queue,
 )
-from .lockdir import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT, HOST_LOCK, PATIENT, ensure_lock_dir, parse_lock_timeout, safe_lock_name, target_lock_name  # noqa: F401
+from .lockdir import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT, HOST_LOCK, ensure_lock_dir, parse_lock_timeout, safe_lock_name  # noqa: F401
 from .validate import lock_dir as check_path
 
 _SEQ_SUFFIX = ".seq"

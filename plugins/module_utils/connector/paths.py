@@ -30,14 +30,7 @@ from . import orphans as orphans_mod
 from . import validate
 from .errors import BrickError
 from .orphans import (  # noqa: F401
-    DEAD_DEVICE_STATES,
-    FAILED_DEVICE_STATES,
-    KINDS,
-    SESSION_FAILED,
-    SESSION_FAILED_STATES,
-    SESSION_FREE,
     SESSION_OK,
-    SESSION_RECOVERING,
     cleanup_plan,
     summarize,
 )

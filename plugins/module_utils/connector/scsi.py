@@ -19,7 +19,7 @@ import re
 
 # LUN numbers live in their own file; these names stay importable from here.  The kernel writes (scan, delete,
 # rescan) are in kernel_writes.py, which only what writes imports (a facts run reads).
-from .luns import FLAT_BASE, LUN_ADDRESSING, array_lun, bypath_lun, kernel_lun, lun_from_bypath  # noqa: F401
+from .luns import bypath_lun, lun_from_bypath  # noqa: F401
 
 _SESSION_DIR = re.compile(r"^session(\d+)$")
 _HOST_DIR = re.compile(r"^host(\d+)$")

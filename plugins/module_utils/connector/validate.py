@@ -76,21 +76,6 @@ def text(value, what, empty_ok=False, max_len=255):
     return v
 
 
-def relaxed_spec(spec):
-    """An argument spec with the same option names, aliases and no_log flags, and no type checks (every option
-    ``raw``).  Used only to report, with fail_json, that ansible-core's own checking of the real spec raised
-    (``check_type_int('inf')`` raises OverflowError, a list of null where a dict of options is expected a
-    TypeError) instead of failing with a message."""
-    out = {}
-    for name, opt in spec.items():
-        new = {"type": "raw"}
-        for k in ("aliases", "no_log"):
-            if k in opt:
-                new[k] = opt[k]
-        out[name] = new
-    return out
-
-
 def iqn(value: object, what: str = "target IQN") -> str:
     if value is not None and not isinstance(value, str):
         raise InvalidInput("%s must be a string, got %s" % (what, type(value).__name__))

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from connector import idle
+from connector import blockers, idle
 from connector.errors import DeviceBusy
 from connector.hostfs import HostFS
 from unit.connector.test_idle import MiniHost
@@ -73,11 +73,11 @@ def test_a_real_process_of_another_user():
 
         class Dev(object):
             path = "/dev/null"
-        b = idle._process_blocker(HostFS("/"), Dev, p.pid)
+        b = blockers._process_blocker(HostFS("/"), Dev, p.pid)
         assert b["user"] == "nobody" and b["uid"] == nobody.pw_uid
         assert b["comm"] == "sh"
         assert "cmdline" not in b and SECRET not in repr(b)
-        assert SECRET in idle._process_blocker(HostFS("/"), Dev, p.pid, cmdline=True)["cmdline"]
+        assert SECRET in blockers._process_blocker(HostFS("/"), Dev, p.pid, cmdline=True)["cmdline"]
     finally:
         p.kill()
         p.wait()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from connector import idle
+from connector import blockers, idle
 from connector.errors import CommandNotFound, DeviceBusy, DeviceNotFound, InvalidInput
 from connector.hostfs import HostFS
 from connector.runner import Runner
@@ -35,28 +35,28 @@ from connector.runner import Runner
     ("7 7 8", "", [7, 8]),
 ])
 def test_parse_fuser(stdout, stderr, pids):
-    assert idle.parse_fuser(stdout, stderr) == pids
+    assert blockers.parse_fuser(stdout, stderr) == pids
 
 
 def test_fuser_missing_detection_is_about_the_device_only():
-    assert idle.fuser_says_missing("Specified filename /dev/sdz does not exist.\n", "/dev/sdz")
-    assert idle.fuser_says_missing("fuser: can't stat '/dev/sdz': No such file or directory", "/dev/sdz")
+    assert blockers.fuser_says_missing("Specified filename /dev/sdz does not exist.\n", "/dev/sdz")
+    assert blockers.fuser_says_missing("fuser: can't stat '/dev/sdz': No such file or directory", "/dev/sdz")
     # a process that exited during the scan: not the device
-    assert not idle.fuser_says_missing("Cannot stat file /proc/77/fd/4: No such file or directory", "/dev/sdz")
-    assert not idle.fuser_says_missing("/dev/sdz:", "/dev/sdz")
+    assert not blockers.fuser_says_missing("Cannot stat file /proc/77/fd/4: No such file or directory", "/dev/sdz")
+    assert not blockers.fuser_says_missing("/dev/sdz:", "/dev/sdz")
 
 
 def test_parse_mountinfo_and_swaps():
     text = ("22 1 8:17 / /mnt/with\\040space rw,relatime shared:1 - ext4 /dev/sdb1 rw\n"
             "23 1 0:45 / /data rw - btrfs /dev/sdb2 rw\n"
             "24 1 0:22 / /proc rw - proc proc rw\n")
-    assert idle.parse_mountinfo(text) == [
+    assert blockers.parse_mountinfo(text) == [
         ("8:17", "/mnt/with space", "/dev/sdb1"), ("0:45", "/data", "/dev/sdb2"), ("0:22", "/proc", "proc")]
-    assert idle.parse_mounts("/dev/sdb1 /mnt ext4 rw 0 0\n") == [(None, "/mnt", "/dev/sdb1")]
+    assert blockers.parse_mounts("/dev/sdb1 /mnt ext4 rw 0 0\n") == [(None, "/mnt", "/dev/sdb1")]
     swaps = ("Filename\t\t\t\tType\t\tSize\tUsed\tPriority\n"
              "/dev/sdb2                               partition\t1048572\t0\t-2\n"
              "/swap\\040file                           file\t1024\t0\t-3\n")
-    assert idle.parse_swaps(swaps) == ["/dev/sdb2", "/swap file"]
+    assert blockers.parse_swaps(swaps) == ["/dev/sdb2", "/swap file"]
 
 
 def test_describe_each_kind():

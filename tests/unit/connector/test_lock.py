@@ -22,7 +22,8 @@ import pytest
 
 from connector.errors import BrickError, InvalidInput, LockTimeout
 from connector.lock import (DEFAULT_LOCK_TIMEOUT, HostLock, LockSet, ensure_lock_dir, parse_lock_timeout,
-                            safe_lock_name, target_lock_name)
+                            safe_lock_name)
+from connector.lockdir import target_lock_name
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lockhelpers", "worker.py")
 NAME = "host"

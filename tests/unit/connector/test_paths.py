@@ -13,7 +13,8 @@ import pytest
 from connector import iscsi
 from connector.errors import BrickError, InvalidInput
 from connector.hostfs import HostFS
-from connector.paths import KINDS, cleanup_plan, gather, normalize_expected, normalize_volume
+from connector.orphans import KINDS
+from connector.paths import cleanup_plan, gather, normalize_expected, normalize_volume
 from sim import SimHost
 
 IQN = "iqn.2003-01.org.example.array:vol1"

@@ -147,7 +147,7 @@ def test_record_with_replaces_and_keeps_the_rest():
     text = ("# BEGIN RECORD 2.1.8\nnode.name = x\nnode.session.auth.authmethod = None\n"
             "node.session.auth.chap_algs = MD5\n# END RECORD\n")
     out = iscsiadm.record_with(text, NODE_AUTH_KEYS, [("node.session.auth.authmethod", "CHAP"),
-                                                         ("node.session.auth.password", "p w=#x")])
+                                                      ("node.session.auth.password", "p w=#x")])
     assert out == ("# BEGIN RECORD 2.1.8\nnode.name = x\nnode.session.auth.chap_algs = MD5\n"
                    "node.session.auth.authmethod = CHAP\nnode.session.auth.password = p w=#x\n# END RECORD\n")
     # no END line: appended

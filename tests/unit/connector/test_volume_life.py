@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from connector import iscsi
+from connector import iscsi, luns
 from connector.errors import AttachError, LoginError
 from sim import SimHost
 
@@ -215,14 +215,12 @@ def test_offline_before_delete_is_refused_for_a_blocked_device_as_on_the_lab(hos
     (16389, "flat", 16389),   # already a kernel LUN in flat space
 ], ids=str)
 def test_kernel_lun_numbers(lun, mode, want):
-    from connector import scsi
-    assert scsi.kernel_lun(lun, mode) == want
+    assert luns.kernel_lun(lun, mode) == want
 
 
 def test_auto_addressing_follows_what_the_session_shows():
-    from connector import scsi
-    assert scsi.kernel_lun(3, "auto", [0, 1]) == 3
-    assert scsi.kernel_lun(3, "auto", [16384]) == 16387
+    assert luns.kernel_lun(3, "auto", [0, 1]) == 3
+    assert luns.kernel_lun(3, "auto", [16384]) == 16387
 
 
 @pytest.mark.parametrize("mode", ["flat", "auto"])

@@ -138,7 +138,8 @@ def test_discovery_when_iqn_is_not_given(mod, host, run_module):
 def test_discovery_based_attach_locks_the_target_not_the_portal(mod, host, run_module):
     """The IQN is resolved first, then the target is locked: a detach of the same target (which holds the
     target lock) must keep a discovery-based attach out."""
-    from connector.lock import HostLock, target_lock_name
+    from connector.lock import HostLock
+    from connector.lockdir import target_lock_name
     host.add_target(IQN, portals=[P1], luns={0: 64, 1: 64})
     held = HostLock(target_lock_name(IQN), lock_dir=host.lock_dir, timeout=0, info="a detach of LUN 0")
     held.acquire()
@@ -152,7 +153,8 @@ def test_discovery_based_attach_locks_the_target_not_the_portal(mod, host, run_m
 
 
 def test_every_target_of_a_volume_is_locked(mod, host, run_module):
-    from connector.lock import HostLock, target_lock_name
+    from connector.lock import HostLock
+    from connector.lockdir import target_lock_name
     iqn2 = "iqn.2003-01.org.example.array:vol1-b"
     host.add_target(IQN, portals=[P1], luns={0: 64})
     host.add_target(iqn2, portals=[P2], luns={0: 64})
@@ -203,7 +205,8 @@ def test_a_portal_host_name_is_resolved(mod, host, run_module):
 
 # -- issue 15: growth and dead portals through the module -------------------------------------------------
 def test_a_grown_map_is_resized_under_the_target_lock(mod, host, run_module):
-    from connector.lock import HostLock, target_lock_name
+    from connector.lock import HostLock
+    from connector.lockdir import target_lock_name
     host.add_target(IQN, portals=[P1, P2], luns={0: 64})
     failed, first = run_module(mod, args(host))
     host.resize_lun(IQN, 0, 128)

@@ -83,7 +83,8 @@ def test_a_map_of_another_wwid_is_not_flushed(mod, host, volume, run_module):
 
 
 def test_the_flush_takes_the_target_lock_of_the_maps_paths(mod, host, volume, run_module):
-    from connector.lock import HostLock, target_lock_name
+    from connector.lock import HostLock
+    from connector.lockdir import target_lock_name
     held = HostLock(target_lock_name(IQN), lock_dir=host.lock_dir, timeout=0, info="an attach of LUN 1")
     held.acquire()
     try:

@@ -15,6 +15,7 @@ import shutil
 import time
 
 import pytest
+import yaml
 
 from connector import iscsi
 from playbook_runner import play
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.skipif(shutil.which("ansible-playbook") is None, reason
 
 IQN = "iqn.2003-01.org.example.array:flat"
 P1 = "10.0.0.1:3260"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def flat_host(top):
@@ -54,8 +56,36 @@ def test_the_volumes_lun_addressing_overrides_the_roles_default(tmp_path):
                                               brick_attach_skip_failed_portals_for=600), hv)
     assert rc == 0, out[-4000:]
     assert "DEVICE=%s" % dev in out and "changed=0" in out
-    assert '"skip_failed_portals_for": 600' in out and '"lun_addressing": "flat"' in out  # the module's invocation
     assert h.commands() == []  # found attached from sysfs: no command
+
+
+def _module_tasks(role):
+    with open(os.path.join(REPO, "roles", role, "tasks", "main.yml")) as f:
+        return [t for t in yaml.safe_load(f) if "brick.storage.iscsi_volume" in t]
+
+
+@pytest.mark.parametrize("role,option,expression", [
+    ("attach", "lun_addressing", "__brick_attach_volume.lun_addressing | default(brick_attach_lun_addressing)"),
+    ("attach", "skip_failed_portals_for", "brick_attach_skip_failed_portals_for"),
+    ("detach", "lun_addressing", "__brick_detach_volume.lun_addressing | default(omit)"),
+], ids=["attach-lun_addressing", "attach-skip_failed_portals_for", "detach-lun_addressing"])
+def test_every_module_task_of_the_role_passes_the_option(role, option, expression):
+    """(ansible-core 2.21 no longer prints a module's invocation, so the option's value on the way to the
+    module is checked in the role's tasks; the defaults and the argument specs must know the variable too.)"""
+    tasks = _module_tasks(role)
+    assert tasks
+    for task in tasks:
+        assert task["brick.storage.iscsi_volume"].get(option) == "{{ %s }}" % expression, task["name"]
+    with open(os.path.join(REPO, "roles", role, "meta", "argument_specs.yml")) as f:
+        spec = yaml.safe_load(f)["argument_specs"]["main"]["options"]
+    variable = expression.split(" | ")[-1].replace("default(", "").rstrip(")")
+    if variable.startswith("brick_"):
+        with open(os.path.join(REPO, "roles", role, "defaults", "main.yml")) as f:
+            assert variable in yaml.safe_load(f)
+        assert variable in spec
+    volumes = spec["brick_volumes"]["options"]
+    if option == "lun_addressing":
+        assert "flat" in volumes[option]["choices"]
 
 
 def test_the_roles_default_addressing_is_used_by_a_volume_that_sets_none(tmp_path):

@@ -10,7 +10,8 @@ REPO = os.path.abspath(os.path.join(HERE, "..", "..", "..", ".."))
 sys.path[:0] = [os.path.join(REPO, "tests"), os.path.join(REPO, "plugins", "module_utils")]
 
 from connector import iscsi  # noqa: E402
-from connector.lock import HostLock, target_lock_name  # noqa: E402
+from connector.lock import HostLock  # noqa: E402
+from connector.lockdir import target_lock_name  # noqa: E402
 from sim import SimHost  # noqa: E402
 
 
