@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .chap import DISCOVERY_AUTH_KEYS
 from .errors import AttachError
-from .iscsiadm import RC_NO_OBJS, SEND_TARGETS_DIRS, IdbmLock
+from .iscsiadm import RC_NO_OBJS, SEND_TARGETS_DIRS, IdbmLock, discovery_argv
 
 
 def discovery_record(fs, portal):
@@ -43,10 +43,9 @@ def discover(db, portal, auth):
     conn = db.conn
     timeout = conn.login_timeout * 2 + 10
     if not auth.discovery_username:
-        result = conn.runner.run(["iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", str(portal),
-                                  "-I", conn.iface, "--op", "nonpersistent"], timeout=timeout)
+        result = conn.runner.run(discovery_argv(portal, conn.iface, "--op", "nonpersistent"), timeout=timeout)
         return parse_targets(result)
-    argv_base = ["iscsiadm", "-m", "discoverydb", "-t", "sendtargets", "-p", str(portal), "-I", conn.iface]
+    argv_base = discovery_argv(portal, conn.iface, record=True)
     conn.node_lock.acquire()
     try:
         record = discovery_record(db.fs, portal)

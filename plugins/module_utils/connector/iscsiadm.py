@@ -102,6 +102,13 @@ def session_logout_argv(session):
     return ["iscsiadm", "-m", "session", "-r", str(session.sid), "--logout"]
 
 
+def discovery_argv(portal, iface, *rest, record=False):
+    """SendTargets discovery on ``portal``: ``-m discovery`` (nothing stored with ``--op nonpersistent``) or, with
+    ``record``, ``-m discoverydb`` (acts on the portal's discovery record)."""
+    mode = "discoverydb" if record else "discovery"
+    return ["iscsiadm", "-m", mode, "-t", "sendtargets", "-p", str(portal), "-I", iface] + list(rest)
+
+
 class NodeDB(object):
     """open-iscsi's node records of one iface, written under a host-wide lock (``node_lock``)."""
 

@@ -24,34 +24,46 @@ def bounded_writes(fs: HostFS, writes: list[tuple[str, str]], timeout: float, cl
     forked child closes every inherited file descriptor first, so even one that never comes back holds nothing of
     the module's.  No command runs (no exec).  ``writes`` is a list of (path, data).  Returns {path: error} for the
     writes that failed ("timeout" for those that did not finish); {} when every write worked."""
-    import errno
     import time
-    clock = clock or time.monotonic
-    sleep = sleep or time.sleep
     if not writes:
         return {}
     if not hasattr(os, "fork"):
-        out = {}
-        for path, data in writes:
-            try:
-                fs.write(path, data)
-            except (IOError, OSError) as e:
-                out[path] = e.strerror or str(e)
-        return out
-    kids = {}
+        return _write_in_process(fs, writes)
+    kids = {_fork_writer(fs, path, data): path for path, data in writes}
+    return _reap(kids, clock or time.monotonic, sleep or time.sleep, timeout)
+
+
+def _write_in_process(fs: HostFS, writes: list[tuple[str, str]]) -> dict[str, str]:
+    """Where there is no fork: the writes one after the other, in this process (unbounded)."""
+    out = {}
     for path, data in writes:
-        pid = os.fork()
-        if pid == 0:  # the child: write, exit, never return into the caller's code
-            code = 0
-            try:
-                os.closerange(0, _max_fd())
-                fs.write(path, data)
-            except (IOError, OSError) as e:
-                code = e.errno or 1
-            except BaseException:
-                code = 254
-            os._exit(code)
-        kids[pid] = path
+        try:
+            fs.write(path, data)
+        except (IOError, OSError) as e:
+            out[path] = e.strerror or str(e)
+    return out
+
+
+def _fork_writer(fs: HostFS, path: str, data: str) -> int:
+    """Fork a child that writes ``data`` to ``path`` and exits with the errno (0: written).  Returns its pid."""
+    pid = os.fork()
+    if pid == 0:  # the child: write, exit, never return into the caller's code
+        code = 0
+        try:
+            os.closerange(0, _max_fd())
+            fs.write(path, data)
+        except (IOError, OSError) as e:
+            code = e.errno or 1
+        except BaseException:
+            code = 254
+        os._exit(code)
+    return pid
+
+
+def _reap(kids: dict[int, str], clock: Callable[[], float], sleep: Callable[[float], None],
+          timeout: float) -> dict[str, str]:
+    """Wait for the writer children ``{pid: path}`` until ``timeout``; {path: error} of those that failed or hang."""
+    import errno
     out = {}
     deadline = clock() + timeout
     pause = 0.001  # a write that works is done in a few ms: look again soon, then every 10 ms
