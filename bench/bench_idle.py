@@ -33,7 +33,7 @@ HOLD_S = 0.3
 
 def _host(tmp):
     """The simulated host; the connector tests' MiniHost until tests/sim offers the same calls."""
-    from unit.connector.test_idle import MiniHost
+    from unit.plugins.module_utils.connector.minihost import MiniHost
     return MiniHost(os.path.join(tmp, "root"))
 
 

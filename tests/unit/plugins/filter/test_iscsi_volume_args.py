@@ -180,7 +180,7 @@ def test_registered_as_filter():
 @pytest.mark.parametrize("props", [LVM_CHAP, MP_SAME, MP_PER_PORTAL, IRONIC], ids=["lvm", "mp", "per-portal", "ironic"])
 def test_module_args_are_valid_iscsi_volume_arguments(props):
     """Every key the filter returns is an option of iscsi_volume (read from its argument spec)."""
-    from unit.modules.conftest import import_collection_module  # tests/unit/modules/conftest.py
+    from unit.plugins.modules.modtest_util import import_collection_module
     options = set(import_collection_module("iscsi_volume").argument_spec())
     assert {"portals", "iqn", "lun", "chap_password", "discover"} <= options
     assert set(f(props, multipath=True)) <= options

@@ -9,7 +9,7 @@ import time
 import pytest
 
 ansible = pytest.importorskip("ansible")
-from conftest import call_module as run_module, import_collection_module  # noqa: E402  tests/unit/modules/conftest.py
+from unit.plugins.modules.modtest_util import call_module as run_module, import_collection_module  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +56,17 @@ def test_bad_path_fails_before_anything_runs(module, capsys, monkeypatch, tmp_pa
 
 
 @pytest.fixture
-def host(tmp_path, monkeypatch):
-    """A host tree (the connector tests' MiniHost) the module sees through BRICK_STORAGE_ROOT."""
-    from unit.connector.test_idle import MiniHost
-    h = MiniHost(tmp_path / "root")
-    monkeypatch.setenv("BRICK_STORAGE_ROOT", h.root)
-    monkeypatch.setenv("PATH", h.bindir + os.pathsep + "/usr/bin:/bin")
-    yield h
-    for t in h._timers:
-        t.cancel()
+def minihost(monkeypatch, minihost):
+    """The shared MiniHost (tests/unit/conftest.py), which the module sees through BRICK_STORAGE_ROOT."""
+    monkeypatch.setenv("BRICK_STORAGE_ROOT", minihost.root)
+    monkeypatch.setenv("PATH", minihost.bindir + os.pathsep + "/usr/bin:/bin")
+    return minihost
 
 
-def test_idle_device(module, capsys, host):
-    dev = host.add_disk()
-    host.add_partition(dev, 1)
-    host.add_partition(dev, 2)
+def test_idle_device(module, capsys, minihost):
+    dev = minihost.add_disk()
+    minihost.add_partition(dev, 1)
+    minihost.add_partition(dev, 2)
     failed, res = run_module(module, capsys, {"device": "/dev/disk/by-id/scsi-36001405sdb"})
     assert not failed and res["changed"] is False
     assert res["idle"] is True and res["checks"] == 1 and res["method"] == "fuser"
@@ -78,19 +74,19 @@ def test_idle_device(module, capsys, host):
     assert res["blockers"] == []
 
 
-def test_waits_for_release(module, capsys, host):
-    dev = host.add_disk()
-    host.hold_open(dev, 88, "udisksd", seconds=0.6)
+def test_waits_for_release(module, capsys, minihost):
+    dev = minihost.add_disk()
+    minihost.hold_open(dev, 88, "udisksd", seconds=0.6)
     failed, res = run_module(module, capsys, {"device": dev, "interval": 0.2, "use_fuser": "never"})
     assert not failed and res["idle"] and res["method"] == "proc"
     assert 0.6 <= res["waited"] <= 0.85 and res["checks"] in (4, 5)
 
 
-def test_busy_device_failure_message(module, capsys, host):
-    dev = host.add_disk()
-    part = host.add_partition(dev, 1)
-    host.hold_open(part, 4242, "dd", cmdline="dd if=/dev/zero of=/dev/sdb1 bs=1M")
-    host.mount(part, "/mnt/old")
+def test_busy_device_failure_message(module, capsys, minihost):
+    dev = minihost.add_disk()
+    part = minihost.add_partition(dev, 1)
+    minihost.hold_open(part, 4242, "dd", cmdline="dd if=/dev/zero of=/dev/sdb1 bs=1M")
+    minihost.mount(part, "/mnt/old")
     failed, res = run_module(module, capsys, {"device": dev, "interval": 0.05, "max_retries": 3,
                                               "show_cmdline": True})
     assert failed and res["changed"] is False
@@ -101,9 +97,9 @@ def test_busy_device_failure_message(module, capsys, host):
     assert {b["kind"] for b in res["blockers"]} == {"process", "mount"}
 
 
-def test_check_mode_inspects_once_and_does_not_fail(module, capsys, host):
-    dev = host.add_disk()
-    host.hold_open(dev, 5, "blkid")
+def test_check_mode_inspects_once_and_does_not_fail(module, capsys, minihost):
+    dev = minihost.add_disk()
+    minihost.hold_open(dev, 5, "blkid")
     t0 = time.monotonic()
     failed, res = run_module(module, capsys, {"device": dev, "interval": 5, "max_retries": 20}, check_mode=True)
     assert time.monotonic() - t0 < 1.0
@@ -114,13 +110,13 @@ def test_check_mode_inspects_once_and_does_not_fail(module, capsys, host):
     assert "check mode does not wait" in res["msg"]
 
 
-def test_check_mode_still_fails_for_a_missing_device(module, capsys, host):
+def test_check_mode_still_fails_for_a_missing_device(module, capsys, minihost):
     failed, res = run_module(module, capsys, {"device": "/dev/sdz"}, check_mode=True)
     assert failed and res["error"] == "DeviceNotFound" and "does not exist" in res["msg"]
 
 
-def test_fuser_always_without_fuser(module, capsys, host, monkeypatch, tmp_path):
-    dev = host.add_disk()
+def test_fuser_always_without_fuser(module, capsys, minihost, monkeypatch, tmp_path):
+    dev = minihost.add_disk()
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     failed, res = run_module(module, capsys, {"device": dev, "use_fuser": "always"})
     assert failed and res["error"] == "CommandNotFound" and "'fuser' was not found" in res["msg"]
@@ -128,9 +124,9 @@ def test_fuser_always_without_fuser(module, capsys, host, monkeypatch, tmp_path)
     assert not failed and res["method"] == "proc"
 
 
-def test_timeout_option(module, capsys, host):
-    dev = host.add_disk()
-    host.swapon(dev)
+def test_timeout_option(module, capsys, minihost):
+    dev = minihost.add_disk()
+    minihost.swapon(dev)
     failed, res = run_module(module, capsys, {"device": dev, "interval": 0.1, "timeout": 0.3, "max_retries": 0})
     assert failed and res["checks"] == 4 and "timeout 0.3s" in res["msg"]
     assert "/dev/sdb is an active swap area" in res["msg"]
@@ -148,7 +144,7 @@ ARGV = [
 
 @pytest.mark.parametrize("use_fuser,expected", [pytest.param(*case[1:], id=case[0]) for case in ARGV])
 @pytest.mark.parametrize("check_mode", [False, True], ids=["run", "check-mode"])
-def test_argv_shapes(module, capsys, monkeypatch, host, tmp_path, use_fuser, expected, check_mode):
+def test_argv_shapes(module, capsys, monkeypatch, minihost, tmp_path, use_fuser, expected, check_mode):
     bindir = tmp_path / "logbin"
     bindir.mkdir()
     log = tmp_path / "argv.log"
@@ -156,8 +152,8 @@ def test_argv_shapes(module, capsys, monkeypatch, host, tmp_path, use_fuser, exp
     fuser.write_text("#!/bin/sh\necho \"$(basename \"$0\") $*\" >> %s\nexit 1\n" % log)
     fuser.chmod(0o755)
     monkeypatch.setenv("PATH", str(bindir) + os.pathsep + "/usr/bin:/bin")
-    dev = host.add_disk()
-    host.add_partition(dev, 1)
+    dev = minihost.add_disk()
+    minihost.add_partition(dev, 1)
     failed, res = run_module(module, capsys, {"device": dev, "use_fuser": use_fuser}, check_mode=check_mode)
     assert not failed and res["idle"] and res["method"] == ("proc" if use_fuser == "never" else "fuser"), res
     assert (log.read_text().splitlines() if log.exists() else []) == expected

@@ -28,7 +28,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 from sim import SimHost  # noqa: E402
-from conftest import call_module, import_collection_module  # noqa: E402  tests/unit/modules/conftest.py
+from unit.plugins.modules.modtest_util import call_module, import_collection_module  # noqa: E402
 
 IQN = "iqn.2003-01.org.example.array:vol1"
 P1, P2, P3 = "10.0.0.1:3260", "10.0.0.2:3260", "10.0.0.3:3260"

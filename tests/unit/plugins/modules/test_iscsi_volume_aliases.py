@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from conftest import REPO, import_collection_module  # tests/unit/modules/conftest.py
+from unit.plugins.modules.modtest_util import REPO, import_collection_module
 
 pytest.importorskip("ansible")
 

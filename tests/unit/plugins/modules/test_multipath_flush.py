@@ -8,7 +8,7 @@ import time
 import pytest
 
 from connector import iscsi
-from conftest import import_collection_module  # tests/unit/modules/conftest.py
+from unit.plugins.modules.modtest_util import import_collection_module
 
 IQN = "iqn.2003-01.org.example.array:vol1"
 P1, P2 = "10.0.0.1:3260", "10.0.0.2:3260"

@@ -9,7 +9,7 @@ import time
 import pytest
 
 ansible = pytest.importorskip("ansible")
-from conftest import call_module as run_module, import_collection_module  # noqa: E402  tests/unit/modules/conftest.py
+from unit.plugins.modules.modtest_util import call_module as run_module, import_collection_module  # noqa: E402
 
 from connector import iscsi  # noqa: E402
 

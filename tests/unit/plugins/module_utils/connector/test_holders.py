@@ -9,17 +9,8 @@ import pytest
 from connector import blockers, idle
 from connector.errors import DeviceBusy
 from connector.hostfs import HostFS
-from unit.connector.test_idle import MiniHost
 
 SECRET = "--password=Someone-elses-secret"
-
-
-@pytest.fixture
-def host(tmp_path):
-    h = MiniHost(tmp_path / "root")
-    yield h
-    for t in h._timers:
-        t.cancel()
 
 
 def hold(host, dev, pid=4242, uid=1001):
@@ -30,29 +21,29 @@ def hold(host, dev, pid=4242, uid=1001):
 
 
 @pytest.mark.parametrize("use_fuser", ["always", "never"])
-def test_blocker_is_pid_name_and_user_by_default(host, use_fuser):
-    dev = host.add_disk()
-    hold(host, dev)
-    res = idle.inspect(dev, fs=host.fs, runner=host.runner(), use_fuser=use_fuser)
+def test_blocker_is_pid_name_and_user_by_default(minihost, use_fuser):
+    dev = minihost.add_disk()
+    hold(minihost, dev)
+    res = idle.inspect(dev, fs=minihost.fs, runner=minihost.runner(), use_fuser=use_fuser)
     assert res["blockers"] == [{"kind": "process", "device": "/dev/sdb", "pid": 4242, "comm": "mysql",
                                 "uid": 1001, "user": "dbadmin"}]
     assert idle.describe(res["blockers"][0]) == "pid 4242 (mysql, user dbadmin) has /dev/sdb open"
 
 
-def test_busy_error_carries_no_command_line(host):
-    dev = host.add_disk()
-    hold(host, dev)
+def test_busy_error_carries_no_command_line(minihost):
+    dev = minihost.add_disk()
+    hold(minihost, dev)
     with pytest.raises(DeviceBusy) as ei:
-        idle.wait_idle(dev, interval=0.05, max_retries=1, fs=host.fs, runner=host.runner())
+        idle.wait_idle(dev, interval=0.05, max_retries=1, fs=minihost.fs, runner=minihost.runner())
     text = str(ei.value) + repr(ei.value.details)
     assert "Someone-elses-secret" not in text and "mysql -uroot" not in text
     assert "pid 4242 (mysql, user dbadmin) has /dev/sdb open" in str(ei.value)
 
 
-def test_command_line_only_on_request(host):
-    dev = host.add_disk()
-    hold(host, dev)
-    res = idle.inspect(dev, fs=host.fs, runner=host.runner(), cmdline=True)
+def test_command_line_only_on_request(minihost):
+    dev = minihost.add_disk()
+    hold(minihost, dev)
+    res = idle.inspect(dev, fs=minihost.fs, runner=minihost.runner(), cmdline=True)
     assert res["blockers"][0]["cmdline"] == "mysql -uroot %s /dev/sdb" % SECRET
     assert SECRET in idle.describe(res["blockers"][0])
 

@@ -123,151 +123,13 @@ def test_missing_device_is_a_distinct_error(tmp_path):
     assert runner.history == []
 
 
-# -- a host to run the checks against -------------------------------------------------------------
-FAKE_FUSER = r'''#!/bin/sh
-# psmisc-like fuser over a fake /proc: "<name>:" on stderr, " <pid>" on stdout, rc 0/1.
-root="${BRICK_STORAGE_ROOT:?}"
-dev="$1"
-if [ ! -e "$root$dev" ] && [ ! -L "$root$dev" ]; then
-    echo "Specified filename $dev does not exist." >&2; exit 1
-fi
-found=1
-printf '%s:' "$dev" >&2
-for fd in "$root"/proc/[0-9]*/fd/*; do
-    [ -L "$fd" ] || continue
-    if [ "$(readlink "$fd")" = "$dev" ]; then
-        pid="${fd#$root/proc/}"; pid="${pid%%/*}"
-        printf ' %6s' "$pid"; found=0
-    fi
-done
-echo >&2
-exit $found
-'''
-
-
-class MiniHost(object):
-    """Just enough of a host tree for the idle checks (sysfs layout of docs/dev/sysfs-layout.md)."""
-
-    def __init__(self, root):
-        self.root = str(root)
-        self.fs = HostFS(self.root)
-        self.bindir = os.path.join(self.root, ".bin")
-        os.makedirs(self.bindir)
-        p = os.path.join(self.bindir, "fuser")
-        with open(p, "w") as f:
-            f.write(FAKE_FUSER)
-        os.chmod(p, 0o755)
-        self._minor = 0
-        self._dm = 0
-        self._w("/proc/self/mountinfo", "21 1 253:0 / / rw - ext4 /dev/vda1 rw\n")
-        self._w("/proc/swaps", "Filename\t\t\t\tType\t\tSize\tUsed\tPriority\n")
-        self._timers = []
-
-    # tree helpers
-    def _p(self, p):
-        return self.root + p
-
-    def _w(self, p, data=""):
-        os.makedirs(os.path.dirname(self._p(p)), exist_ok=True)
-        with open(self._p(p), "w") as f:
-            f.write(data)
-
-    def _ln(self, p, target):
-        os.makedirs(os.path.dirname(self._p(p)), exist_ok=True)
-        os.symlink(target, self._p(p))
-
-    def runner(self, with_fuser=True):
-        path = self.bindir + os.pathsep + "/usr/bin:/bin" if with_fuser else os.path.join(self.root, "nobin")
-        return Runner(env={"PATH": path, "BRICK_STORAGE_ROOT": self.root})
-
-    # devices
-    def add_disk(self, name="sdb"):
-        d = "/sys/devices/platform/host2/session1/target2:0:0/2:0:0:0/block/" + name
-        self._w(d + "/dev", "8:%d\n" % (16 * (ord(name[-1]) - ord("a"))))
-        os.makedirs(self._p(d + "/holders"))
-        self._ln("/sys/class/block/" + name, "../../devices/platform/host2/session1/target2:0:0/2:0:0:0/block/" + name)
-        self._w("/dev/" + name)
-        self._ln("/dev/disk/by-id/scsi-36001405" + name, "../../" + name)
-        return "/dev/" + name
-
-    def add_partition(self, disk, n):
-        name = os.path.basename(disk)
-        pname = name + ("p%d" % n if name[-1].isdigit() else "%d" % n)
-        base = self.fs.realpath("/sys/class/block/" + name)
-        self._w("%s/%s/partition" % (base, pname), "%d\n" % n)
-        self._w("%s/%s/dev" % (base, pname), self.fs.read(base + "/dev").replace(":0", ":%d" % n))
-        os.makedirs(self._p("%s/%s/holders" % (base, pname)))
-        self._ln("/sys/class/block/" + pname, os.path.relpath(self._p(base + "/" + pname),
-                                                              self._p("/sys/class/block")))
-        self._w("/dev/" + pname)
-        return "/dev/" + pname
-
-    def add_dm(self, name, slaves, uuid=None):
-        dm = "dm-%d" % self._dm
-        self._dm += 1
-        d = "/sys/devices/virtual/block/" + dm
-        self._w(d + "/dev", "253:%d\n" % (self._dm + 10))
-        self._w(d + "/dm/name", name + "\n")
-        self._w(d + "/dm/uuid", (uuid or "mpath-36001405" + name) + "\n")
-        os.makedirs(self._p(d + "/holders"))
-        os.makedirs(self._p(d + "/slaves"))
-        self._ln("/sys/class/block/" + dm, "../../devices/virtual/block/" + dm)
-        self._w("/dev/" + dm)
-        self._ln("/dev/mapper/" + name, "../" + dm)
-        for s in slaves:
-            sname = os.path.basename(self.fs.realpath(s))
-            sdir = self.fs.realpath("/sys/class/block/" + sname)
-            os.symlink(os.path.relpath(self._p(d), self._p(sdir + "/holders")), self._p("%s/holders/%s" % (sdir, dm)))
-            os.symlink(os.path.relpath(self._p(sdir), self._p(d + "/slaves")), self._p("%s/slaves/%s" % (d, sname)))
-        return "/dev/mapper/" + name
-
-    def add_kpartx(self, mapname, n):
-        parent = os.path.basename(self.fs.realpath("/dev/mapper/" + mapname))
-        uuid = "part%d-%s" % (n, self.fs.read("/sys/class/block/%s/dm/uuid" % parent))
-        return self.add_dm("%s-part%d" % (mapname, n), ["/dev/" + parent], uuid=uuid)
-
-    # users of a device
-    def hold_open(self, dev, pid, comm, seconds=None, cmdline=None):
-        self._w("/proc/%d/comm" % pid, comm + "\n")
-        self._w("/proc/%d/cmdline" % pid, "\x00".join((cmdline or comm).split()) + "\x00")
-        self._ln("/proc/%d/fd/3" % pid, dev)
-        if seconds is not None:
-            t = threading.Timer(seconds, self.release, (pid,))
-            t.daemon = True
-            t.start()
-            self._timers.append(t)
-
-    def release(self, pid):
-        try:
-            os.unlink(self._p("/proc/%d/fd/3" % pid))
-        except OSError:
-            pass
-
-    def mount(self, dev, mnt):
-        majmin = self.fs.read("/sys/class/block/%s/dev" % os.path.basename(self.fs.realpath(dev)))
-        with open(self._p("/proc/self/mountinfo"), "a") as f:
-            f.write("40 21 %s / %s rw,relatime - xfs %s rw\n" % (majmin, mnt, dev))
-
-    def swapon(self, dev):
-        with open(self._p("/proc/swaps"), "a") as f:
-            f.write("%s                               partition\t1048572\t0\t-2\n" % dev)
-
-
-@pytest.fixture
-def host(tmp_path):
-    h = MiniHost(tmp_path / "root")
-    yield h
-    for t in h._timers:
-        t.cancel()
-
-
 # -- the wait -------------------------------------------------------------------------------------
-def test_idle_device_returns_at_once_with_one_check(host):
-    dev = host.add_disk()
-    host.add_partition(dev, 1)
-    runner = host.runner()
+def test_idle_device_returns_at_once_with_one_check(minihost):
+    dev = minihost.add_disk()
+    minihost.add_partition(dev, 1)
+    runner = minihost.runner()
     t0 = time.monotonic()
-    res = idle.wait_idle("/dev/disk/by-id/scsi-36001405sdb", interval=1.0, fs=host.fs, runner=runner)
+    res = idle.wait_idle("/dev/disk/by-id/scsi-36001405sdb", interval=1.0, fs=minihost.fs, runner=runner)
     assert time.monotonic() - t0 < 0.5
     assert res["idle"] and res["checks"] == 1 and res["blockers"] == []
     assert res["device"] == "/dev/sdb"
@@ -276,24 +138,24 @@ def test_idle_device_returns_at_once_with_one_check(host):
     assert runner.count("fuser") == 2  # the disk and its partition
 
 
-def test_holder_closing_after_2_5s_is_noticed_within_one_interval(host):
-    dev = host.add_disk()
-    host.add_partition(dev, 1)
+def test_holder_closing_after_2_5s_is_noticed_within_one_interval(minihost):
+    dev = minihost.add_disk()
+    minihost.add_partition(dev, 1)
     t0 = time.monotonic()
-    host.hold_open("/dev/sdb1", 4242, "dd", seconds=2.5, cmdline="dd if=/dev/zero of=/dev/sdb1")
-    res = idle.wait_idle(dev, interval=0.5, max_retries=20, fs=host.fs, runner=host.runner())
+    minihost.hold_open("/dev/sdb1", 4242, "dd", seconds=2.5, cmdline="dd if=/dev/zero of=/dev/sdb1")
+    res = idle.wait_idle(dev, interval=0.5, max_retries=20, fs=minihost.fs, runner=minihost.runner())
     took = time.monotonic() - t0
     assert 2.5 <= took <= 3.1, took
     assert res["idle"] and 6 <= res["checks"] <= 7
     assert 2.4 <= res["waited"] <= 3.1
 
 
-def test_holder_that_never_closes_fails_after_the_retries(host):
-    dev = host.add_disk()
-    host.hold_open(dev, 4242, "qemu-img", cmdline="qemu-img convert -O raw img /dev/sdb")
+def test_holder_that_never_closes_fails_after_the_retries(minihost):
+    dev = minihost.add_disk()
+    minihost.hold_open(dev, 4242, "qemu-img", cmdline="qemu-img convert -O raw img /dev/sdb")
     t0 = time.monotonic()
     with pytest.raises(DeviceBusy) as e:
-        idle.wait_idle(dev, interval=0.1, max_retries=5, fs=host.fs, runner=host.runner(), cmdline=True)
+        idle.wait_idle(dev, interval=0.1, max_retries=5, fs=minihost.fs, runner=minihost.runner(), cmdline=True)
     took = time.monotonic() - t0
     assert 0.5 <= took < 1.0
     err = e.value
@@ -304,21 +166,21 @@ def test_holder_that_never_closes_fails_after_the_retries(host):
     assert "stop the listed processes" in err.hint
 
 
-def test_timeout_overrides_max_retries(host):
-    dev = host.add_disk()
-    host.hold_open(dev, 7, "blkid")
+def test_timeout_overrides_max_retries(minihost):
+    dev = minihost.add_disk()
+    minihost.hold_open(dev, 7, "blkid")
     t0 = time.monotonic()
     with pytest.raises(DeviceBusy) as e:
-        idle.wait_idle(dev, interval=0.2, max_retries=1, timeout=1.0, fs=host.fs, runner=host.runner())
+        idle.wait_idle(dev, interval=0.2, max_retries=1, timeout=1.0, fs=minihost.fs, runner=minihost.runner())
     assert 0.95 <= time.monotonic() - t0 < 1.4
     assert e.value.details["checks"] == 6  # 0, .2, .4, .6, .8, 1.0
     assert "timeout 1.0s" in str(e.value)
 
 
-def test_no_fixed_sleep_with_fake_clock(host):
+def test_no_fixed_sleep_with_fake_clock(minihost):
     """The schedule is t0 + k*interval: the sleeps add up to the wait, never a fixed pause first."""
-    dev = host.add_disk()
-    host.hold_open(dev, 9, "udisksd")
+    dev = minihost.add_disk()
+    minihost.hold_open(dev, 9, "udisksd")
     now = [100.0]
     sleeps = []
 
@@ -326,90 +188,90 @@ def test_no_fixed_sleep_with_fake_clock(host):
         sleeps.append(round(s, 6))
         now[0] += s
         if len(sleeps) == 3:
-            host.release(9)
+            minihost.release(9)
 
-    res = idle.wait_idle(dev, interval=1.0, fs=host.fs, runner=host.runner(), sleep=sleep, clock=lambda: now[0])
+    res = idle.wait_idle(dev, interval=1.0, fs=minihost.fs, runner=minihost.runner(), sleep=sleep, clock=lambda: now[0])
     assert res["checks"] == 4 and sleeps == [1.0, 1.0, 1.0] and res["waited"] == 3.0
 
 
 @pytest.mark.parametrize("use_fuser", ["auto", "never"])
-def test_mounted_partition_is_busy(host, use_fuser):
-    dev = host.add_disk()
-    host.add_partition(dev, 1)
-    host.mount("/dev/sdb1", "/srv/data")
-    res = idle.inspect(dev, fs=host.fs, runner=host.runner(), use_fuser=use_fuser)
+def test_mounted_partition_is_busy(minihost, use_fuser):
+    dev = minihost.add_disk()
+    minihost.add_partition(dev, 1)
+    minihost.mount("/dev/sdb1", "/srv/data")
+    res = idle.inspect(dev, fs=minihost.fs, runner=minihost.runner(), use_fuser=use_fuser)
     assert not res["idle"]
     assert res["blockers"] == [{"kind": "mount", "device": "/dev/sdb1", "mountpoint": "/srv/data"}]
     with pytest.raises(DeviceBusy) as e:
-        idle.wait_idle(dev, interval=0.05, max_retries=2, fs=host.fs, runner=host.runner(), use_fuser=use_fuser)
+        idle.wait_idle(dev, interval=0.05, max_retries=2, fs=minihost.fs, runner=minihost.runner(), use_fuser=use_fuser)
     assert "/dev/sdb1 is mounted on /srv/data" in str(e.value) and "unmount" in e.value.hint
 
 
-def test_mount_by_source_link(host):
+def test_mount_by_source_link(minihost):
     """A mount whose major:minor is anonymous (btrfs) is matched by its source."""
-    dev = host.add_disk()
-    with open(host._p("/proc/self/mountinfo"), "a") as f:
+    dev = minihost.add_disk()
+    with open(minihost._p("/proc/self/mountinfo"), "a") as f:
         f.write("41 21 0:55 / /pool rw - btrfs /dev/disk/by-id/scsi-36001405sdb rw\n")
-    res = idle.inspect(dev, fs=host.fs, use_fuser="never")
+    res = idle.inspect(dev, fs=minihost.fs, use_fuser="never")
     assert res["blockers"] == [{"kind": "mount", "device": "/dev/sdb", "mountpoint": "/pool"}]
 
 
-def test_swap_on_partition_is_busy(host):
-    dev = host.add_disk()
-    host.add_partition(dev, 2)
-    host.swapon("/dev/sdb2")
-    res = idle.inspect(dev, fs=host.fs, runner=host.runner())
+def test_swap_on_partition_is_busy(minihost):
+    dev = minihost.add_disk()
+    minihost.add_partition(dev, 2)
+    minihost.swapon("/dev/sdb2")
+    res = idle.inspect(dev, fs=minihost.fs, runner=minihost.runner())
     assert res["blockers"] == [{"kind": "swap", "device": "/dev/sdb2"}]
     with pytest.raises(DeviceBusy) as e:
-        idle.wait_idle(dev, interval=0.05, max_retries=1, fs=host.fs, runner=host.runner())
+        idle.wait_idle(dev, interval=0.05, max_retries=1, fs=minihost.fs, runner=minihost.runner())
     assert "/dev/sdb2 is an active swap area" in str(e.value) and "swapoff" in e.value.hint
 
 
-def test_dm_holder_on_disk_and_on_partition(host):
-    dev = host.add_disk()
-    part = host.add_partition(dev, 1)
-    host.add_dm("vg0-data", [part], uuid="LVM-abcdef")
-    res = idle.inspect(dev, fs=host.fs, runner=host.runner())
+def test_dm_holder_on_disk_and_on_partition(minihost):
+    dev = minihost.add_disk()
+    part = minihost.add_partition(dev, 1)
+    minihost.add_dm("vg0-data", [part], uuid="LVM-abcdef")
+    res = idle.inspect(dev, fs=minihost.fs, runner=minihost.runner())
     assert res["blockers"] == [{"kind": "holder", "device": "/dev/sdb1", "holder": "dm-0", "holder_name": "vg0-data"}]
     with pytest.raises(DeviceBusy) as e:
-        idle.wait_idle(dev, interval=0.05, max_retries=1, fs=host.fs, runner=host.runner())
+        idle.wait_idle(dev, interval=0.05, max_retries=1, fs=minihost.fs, runner=minihost.runner())
     assert "/dev/sdb1 is held by dm-0 (vg0-data)" in str(e.value)
 
 
-def test_multipath_map_with_kpartx_partitions(host):
-    a, b = host.add_disk("sdb"), host.add_disk("sdc")
-    mp = host.add_dm("mpatha", [a, b])
-    p1 = host.add_kpartx("mpatha", 1)
-    p2 = host.add_kpartx("mpatha", 2)
-    runner = host.runner()
+def test_multipath_map_with_kpartx_partitions(minihost):
+    a, b = minihost.add_disk("sdb"), minihost.add_disk("sdc")
+    mp = minihost.add_dm("mpatha", [a, b])
+    p1 = minihost.add_kpartx("mpatha", 1)
+    p2 = minihost.add_kpartx("mpatha", 2)
+    runner = minihost.runner()
     # the paths are held by the map
-    res = idle.inspect(a, fs=host.fs, runner=runner)
+    res = idle.inspect(a, fs=minihost.fs, runner=runner)
     assert res["blockers"] == [{"kind": "holder", "device": "/dev/sdb", "holder": "dm-0", "holder_name": "mpatha"}]
     # the map itself: its kpartx maps are partitions, not blockers
-    res = idle.inspect(mp, fs=host.fs, runner=runner, exclusive=True)
+    res = idle.inspect(mp, fs=minihost.fs, runner=runner, exclusive=True)
     assert res["idle"], res
     assert res["device"] == "/dev/dm-0"
     assert res["partitions"] == [p1, p2] == ["/dev/mapper/mpatha-part1", "/dev/mapper/mpatha-part2"]
     # a busy kpartx partition makes the map busy
-    host.hold_open("/dev/dm-2", 555, "mkfs.xfs", cmdline="mkfs.xfs /dev/mapper/mpatha-part2")
-    res = idle.inspect(mp, fs=host.fs, runner=runner, cmdline=True)
+    minihost.hold_open("/dev/dm-2", 555, "mkfs.xfs", cmdline="mkfs.xfs /dev/mapper/mpatha-part2")
+    res = idle.inspect(mp, fs=minihost.fs, runner=runner, cmdline=True)
     assert res["blockers"] == [{"kind": "process", "device": "/dev/mapper/mpatha-part2", "pid": 555,
                                 "comm": "mkfs.xfs", "cmdline": "mkfs.xfs /dev/mapper/mpatha-part2"}]
     # ... and so does a mount of one, found by the /proc scan too
-    host.release(555)
-    host.mount("/dev/mapper/mpatha-part1", "/var/lib/data")
-    res = idle.inspect(mp, fs=host.fs, use_fuser="never")
+    minihost.release(555)
+    minihost.mount("/dev/mapper/mpatha-part1", "/var/lib/data")
+    res = idle.inspect(mp, fs=minihost.fs, use_fuser="never")
     assert res["method"] == "proc"
     assert res["blockers"] == [{"kind": "mount", "device": "/dev/mapper/mpatha-part1", "mountpoint": "/var/lib/data"}]
 
 
-def test_proc_scan_matches_fuser(host):
-    dev = host.add_disk()
-    host.add_partition(dev, 1)
-    host.hold_open("/dev/sdb1", 31, "sgdisk", cmdline="sgdisk -v /dev/sdb")
-    host.hold_open("/dev/sdb", 32, "blkid", cmdline="blkid -p /dev/sdb")
-    a = idle.inspect(dev, fs=host.fs, runner=host.runner(), use_fuser="always")
-    b = idle.inspect(dev, fs=host.fs, use_fuser="never")
+def test_proc_scan_matches_fuser(minihost):
+    dev = minihost.add_disk()
+    minihost.add_partition(dev, 1)
+    minihost.hold_open("/dev/sdb1", 31, "sgdisk", cmdline="sgdisk -v /dev/sdb")
+    minihost.hold_open("/dev/sdb", 32, "blkid", cmdline="blkid -p /dev/sdb")
+    a = idle.inspect(dev, fs=minihost.fs, runner=minihost.runner(), use_fuser="always")
+    b = idle.inspect(dev, fs=minihost.fs, use_fuser="never")
     assert (a["method"], b["method"]) == ("fuser", "proc")
 
     def key(x):
@@ -420,26 +282,26 @@ def test_proc_scan_matches_fuser(host):
         (31, "/dev/sdb1", "sgdisk"), (32, "/dev/sdb", "blkid")}
 
 
-def test_missing_fuser_auto_falls_back_to_proc(host):
-    dev = host.add_disk()
-    host.hold_open(dev, 77, "dd")
-    runner = host.runner(with_fuser=False)
-    res = idle.inspect(dev, fs=host.fs, runner=runner, use_fuser="auto")
+def test_missing_fuser_auto_falls_back_to_proc(minihost):
+    dev = minihost.add_disk()
+    minihost.hold_open(dev, 77, "dd")
+    runner = minihost.runner(with_fuser=False)
+    res = idle.inspect(dev, fs=minihost.fs, runner=runner, use_fuser="auto")
     assert res["method"] == "proc" and res["blockers"][0]["pid"] == 77
     assert runner.history == []
 
 
-def test_missing_fuser_always_is_a_clear_error(host):
-    dev = host.add_disk()
-    runner = host.runner(with_fuser=False)
+def test_missing_fuser_always_is_a_clear_error(minihost):
+    dev = minihost.add_disk()
+    runner = minihost.runner(with_fuser=False)
     with pytest.raises(CommandNotFound) as e:
-        idle.wait_idle(dev, fs=host.fs, runner=runner, use_fuser=True)
+        idle.wait_idle(dev, fs=minihost.fs, runner=runner, use_fuser=True)
     assert "'fuser' was not found" in str(e.value) and "psmisc" in str(e.value)
     assert runner.history == []
 
 
-def _tool(host, name, script):
-    d = os.path.join(host.root, ".alt-" + name)
+def _tool(minihost, name, script):
+    d = os.path.join(minihost.root, ".alt-" + name)
     os.makedirs(d, exist_ok=True)
     p = os.path.join(d, "fuser")
     with open(p, "w") as f:
@@ -448,75 +310,75 @@ def _tool(host, name, script):
     return Runner(env={"PATH": d + ":/usr/bin:/bin"})
 
 
-def test_busybox_fuser_output_through_the_runner(host):
-    dev = host.add_disk()
-    host.hold_open(dev, 4321, "sh")
-    runner = _tool(host, "busybox", 'echo "4321 "\nexit 0\n')
-    res = idle.inspect(dev, fs=host.fs, runner=runner, use_fuser="always", cmdline=True)
+def test_busybox_fuser_output_through_the_runner(minihost):
+    dev = minihost.add_disk()
+    minihost.hold_open(dev, 4321, "sh")
+    runner = _tool(minihost, "busybox", 'echo "4321 "\nexit 0\n')
+    res = idle.inspect(dev, fs=minihost.fs, runner=runner, use_fuser="always", cmdline=True)
     assert res["blockers"] == [{"kind": "process", "device": "/dev/sdb", "pid": 4321, "comm": "sh", "cmdline": "sh"}]
     assert runner.history[0]["argv"][1:] == ["/dev/sdb"]
 
 
-def test_psmisc_fuser_output_through_the_runner(host):
-    dev = host.add_disk()
-    runner = _tool(host, "psmisc", 'echo "$1:" >&2\nprintf "  1001  1002"\nexit 0\n')
-    res = idle.inspect(dev, fs=host.fs, runner=runner, use_fuser="always")
+def test_psmisc_fuser_output_through_the_runner(minihost):
+    dev = minihost.add_disk()
+    runner = _tool(minihost, "psmisc", 'echo "$1:" >&2\nprintf "  1001  1002"\nexit 0\n')
+    res = idle.inspect(dev, fs=minihost.fs, runner=runner, use_fuser="always")
     assert [b["pid"] for b in res["blockers"]] == [1001, 1002]
 
 
-def test_broken_fuser_auto_falls_back_always_raises(host):
-    dev = host.add_disk()
-    host.hold_open(dev, 12, "dd")
-    runner = _tool(host, "broken", 'echo "fuser: internal error" >&2\nexit 7\n')
-    res = idle.inspect(dev, fs=host.fs, runner=runner, use_fuser="auto")
+def test_broken_fuser_auto_falls_back_always_raises(minihost):
+    dev = minihost.add_disk()
+    minihost.hold_open(dev, 12, "dd")
+    runner = _tool(minihost, "broken", 'echo "fuser: internal error" >&2\nexit 7\n')
+    res = idle.inspect(dev, fs=minihost.fs, runner=runner, use_fuser="auto")
     assert res["method"] == "proc" and res["blockers"][0]["pid"] == 12
     from connector.errors import CommandError
     with pytest.raises(CommandError):
-        idle.inspect(dev, fs=host.fs, runner=runner, use_fuser="always")
+        idle.inspect(dev, fs=minihost.fs, runner=runner, use_fuser="always")
 
 
-def test_device_missing_and_dangling_link(host):
-    host._ln("/dev/disk/by-path/ip-10.0.0.1:3260-iscsi-iqn.2004-01.com.x:t-lun-3", "../../sdx")
-    runner = host.runner()
+def test_device_missing_and_dangling_link(minihost):
+    minihost._ln("/dev/disk/by-path/ip-10.0.0.1:3260-iscsi-iqn.2004-01.com.x:t-lun-3", "../../sdx")
+    runner = minihost.runner()
     with pytest.raises(DeviceNotFound) as e:
         idle.wait_idle("/dev/disk/by-path/ip-10.0.0.1:3260-iscsi-iqn.2004-01.com.x:t-lun-3",
-                       fs=host.fs, runner=runner)
+                       fs=minihost.fs, runner=runner)
     assert "dangling link" in str(e.value)
     with pytest.raises(DeviceNotFound) as e:
-        idle.wait_idle("/dev/sdz", fs=host.fs, runner=runner)
+        idle.wait_idle("/dev/sdz", fs=minihost.fs, runner=runner)
     assert "does not exist" in str(e.value)
-    host._w("/dev/notablock")
+    minihost._w("/dev/notablock")
     with pytest.raises(DeviceNotFound) as e:
-        idle.inspect("/dev/notablock", fs=host.fs, runner=runner)
+        idle.inspect("/dev/notablock", fs=minihost.fs, runner=runner)
     assert "not a block device" in str(e.value)
     assert runner.history == []
 
 
-def test_device_vanishing_during_the_wait(host):
-    dev = host.add_disk()
-    host.hold_open(dev, 3, "dd")
-    threading.Timer(0.15, os.unlink, (host._p("/dev/sdb"),)).start()
+def test_device_vanishing_during_the_wait(minihost):
+    dev = minihost.add_disk()
+    minihost.hold_open(dev, 3, "dd")
+    threading.Timer(0.15, os.unlink, (minihost._p("/dev/sdb"),)).start()
     with pytest.raises(DeviceNotFound) as e:
-        idle.wait_idle(dev, interval=0.1, max_retries=10, fs=host.fs, runner=host.runner())
+        idle.wait_idle(dev, interval=0.1, max_retries=10, fs=minihost.fs, runner=minihost.runner())
     assert "disappeared" in str(e.value)
 
 
-def test_exclusive_open_failure_is_a_blocker(host, monkeypatch):
-    dev = host.add_disk()
-    host.add_partition(dev, 1)
-    monkeypatch.setattr(host.fs, "open_exclusive", lambda p: "EBUSY" if p == "/dev/sdb1" else None)
-    assert idle.inspect(dev, fs=host.fs, runner=host.runner())["idle"]
-    res = idle.inspect(dev, fs=host.fs, runner=host.runner(), exclusive=True)
+def test_exclusive_open_failure_is_a_blocker(minihost, monkeypatch):
+    dev = minihost.add_disk()
+    minihost.add_partition(dev, 1)
+    monkeypatch.setattr(minihost.fs, "open_exclusive", lambda p: "EBUSY" if p == "/dev/sdb1" else None)
+    assert idle.inspect(dev, fs=minihost.fs, runner=minihost.runner())["idle"]
+    res = idle.inspect(dev, fs=minihost.fs, runner=minihost.runner(), exclusive=True)
     assert res["blockers"] == [{"kind": "exclusive_open", "device": "/dev/sdb1", "error": "EBUSY"}]
 
 
-def test_fuser_that_cannot_see_the_device_is_not_trusted(host):
+def test_fuser_that_cannot_see_the_device_is_not_trusted(minihost):
     """A fuser looking at another /dev (says "does not exist" while the node is there): auto
     falls back to the /proc scan instead of failing."""
-    dev = host.add_disk()
-    host.hold_open(dev, 61, "dd")
-    runner = _tool(host, "blind", 'echo "Specified filename $1 does not exist." >&2\nexit 1\n')
-    res = idle.inspect(dev, fs=host.fs, runner=runner, use_fuser="auto")
+    dev = minihost.add_disk()
+    minihost.hold_open(dev, 61, "dd")
+    runner = _tool(minihost, "blind", 'echo "Specified filename $1 does not exist." >&2\nexit 1\n')
+    res = idle.inspect(dev, fs=minihost.fs, runner=runner, use_fuser="auto")
     assert res["method"] == "proc" and res["blockers"][0]["pid"] == 61
 
 

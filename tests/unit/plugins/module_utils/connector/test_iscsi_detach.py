@@ -5,17 +5,9 @@ import pytest
 
 from connector import iscsi
 from connector.errors import DeviceBusy, FlushError
-from sim import SimHost
 
 IQN = "iqn.2003-01.org.example.array:vol1"
 P1, P2 = "10.0.0.1:3260", "10.0.0.2:3260"
-
-
-@pytest.fixture
-def host(tmp_path):
-    h = SimHost(str(tmp_path / "host"))
-    h.set_fault("time_scale", 0.01)
-    return h
 
 
 def conn(h, **kw):

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: brick.storage contributors
 # Apache License 2.0 (see LICENSE)
-"""The fair host lock, exercised with real processes (tests/unit/connector/lockhelpers/worker.py)."""
+"""The fair host lock, exercised with real processes (tests/unit/plugins/module_utils/connector/lockhelpers/worker.py)."""
 
 from __future__ import absolute_import, division, print_function
 

@@ -15,19 +15,11 @@ from connector.errors import BrickError, InvalidInput
 from connector.hostfs import HostFS
 from connector.orphans import KINDS
 from connector.paths import cleanup_plan, gather, normalize_expected, normalize_volume
-from sim import SimHost
 
 IQN = "iqn.2003-01.org.example.array:vol1"
 IQN2 = "iqn.2003-01.org.example.array:vol2"
 P1, P2 = "10.0.0.1:3260", "10.0.0.2:3260"
 VOL = {"portals": [P1, P2], "iqn": IQN, "lun": 0}
-
-
-@pytest.fixture
-def host(tmp_path):
-    h = SimHost(str(tmp_path / "host"))
-    h.set_fault("time_scale", 0.01)
-    return h
 
 
 def attach(h, portals=(P1, P2), lun=0, iqn=IQN, **kw):
@@ -357,7 +349,7 @@ def test_real_cleanup_through_the_connector_leaves_no_orphan(mp_host):
 
 # -- cost --------------------------------------------------------------------------------------------
 def _bench_facts():
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "bench"))
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "..", "bench"))
     import bench_facts
     return bench_facts
 

@@ -17,7 +17,6 @@ from connector.chap import NODE_AUTH_KEYS
 from connector.errors import AttachError, InvalidInput, LoginError, SecretExposure
 from connector.hostfs import HostFS
 from connector.runner import Runner
-from sim import SimHost
 
 IQN = "iqn.2003-01.org.example.array:vol1"
 IQN2 = "iqn.2003-01.org.example.array:vol2"
@@ -25,13 +24,6 @@ P1, P2 = "10.0.0.1:3260", "10.0.0.2:3260"
 SECRET = "Sesame-0pen-secret"
 MUTUAL = "Mutual-target-secret"
 DISC = "Discovery-secret-42"
-
-
-@pytest.fixture
-def host(tmp_path):
-    h = SimHost(str(tmp_path / "host"))
-    h.set_fault("time_scale", 0.01)
-    return h
 
 
 def connector(h, **kw):

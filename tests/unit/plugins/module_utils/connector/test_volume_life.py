@@ -1,25 +1,23 @@
 """A volume's life on a host (issue 15): growth, dead portals on re-runs, bounded waits, on the simulated host."""
 import json
+import os
 import time
 
 import pytest
 
 from connector import iscsi, luns
 from connector.errors import AttachError, LoginError
-from sim import SimHost
 
 IQN = "iqn.2003-01.org.example.array:vol1"
 P1, P2 = "10.0.0.1:3260", "10.0.0.2:3260"
 
 
 @pytest.fixture
-def host(tmp_path):
-    h = SimHost(str(tmp_path / "host"))
-    h.set_fault("time_scale", 0.01)
-    h.state_dir = str(tmp_path / "state")
-    import os
-    os.makedirs(h.state_dir)
-    return h
+def host(host, tmp_path):
+    """The shared simulated host (tests/unit/conftest.py) with a state directory."""
+    host.state_dir = str(tmp_path / "state")
+    os.makedirs(host.state_dir)
+    return host
 
 
 def conn(h, **kw):

@@ -22,7 +22,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..",
+# tests/unit/plugins/module_utils/connector/lockhelpers/worker.py -> the repository's plugins/module_utils
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", "..", "..",
                                 "plugins", "module_utils"))
 
 from connector.errors import LockTimeout  # noqa: E402
