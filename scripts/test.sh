@@ -18,6 +18,8 @@
 #   lab-ansible-test  ansible-test integration of tests/integration/targets/* on the lab guest (ssh target)
 #   molecule-*     molecule test -s NAME for every roles/*/molecule/NAME/molecule.yml
 #
+# With the lab, the host stages (unit, sanity, static, changelog, lint) run in the background next to the lab
+# stages (their output follows the lab's); BRICK_SERIAL=1 runs all stages one after another.
 # Environment: BRICK_SKIP_LAB=1 skips the lab stages (with a WARNING). Exit status is non-zero if any stage failed.
 set -uo pipefail
 
@@ -55,10 +57,11 @@ warn_banner() {
   printf '\n%s\n!!! WARNING: %s\n%s\n' "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" "$*" \
     "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
 }
-record() {  # record NAME RESULT SECONDS
+record() {  # record NAME RESULT SECONDS (also in a file: stages that run in the background record there)
   NAMES+=("$1")
   RESULTS+=("$2")
   TIMES+=("$3")
+  printf '%s %s %s\n' "$1" "$2" "$3" >> "$WORK/results"
 }
 
 # run_stage NAME FUNCTION [ARGS...]: run FUNCTION in a subshell with errexit, tee its output to a log.
@@ -233,13 +236,7 @@ st_molecule() {  # st_molecule ROLE_DIR SCENARIO
   molecule test -s "$2"
 }
 
-# ----------------------------------------------------------------------------------------------------------------
-banner "brick.storage tests ($(date -u +%Y-%m-%dT%H:%M:%SZ)) quick=$QUICK no-lab=$NO_LAB CI=${CI:-}"
-
-run_stage setup st_setup
-if [ "${RESULTS[0]}" != PASS ]; then
-  echo "setup failed: the remaining stages cannot run" >&2
-else
+host_stages() {
   run_stage unit-py3.11 st_unit "$ROOT/.venv"
   run_stage unit-py3.12 st_unit "$ROOT/.venv312"
   if [ "$QUICK" = 0 ]; then
@@ -252,15 +249,38 @@ else
   run_stage changelog st_changelog
   run_stage lint-core2.19 st_lint "$ROOT/.venv" core2.19
   run_stage lint-core2.21 st_lint "$ROOT/.venv312" core2.21
+}
 
+# ----------------------------------------------------------------------------------------------------------------
+banner "brick.storage tests ($(date -u +%Y-%m-%dT%H:%M:%SZ)) quick=$QUICK no-lab=$NO_LAB CI=${CI:-}"
+
+run_stage setup st_setup
+if [ "${RESULTS[0]}" != PASS ]; then
+  echo "setup failed: the remaining stages cannot run" >&2
+else
+  LAB=1
   if [ "$QUICK" = 1 ]; then
-    skip_stage lab "--quick"
+    LAB=0; skip_stage lab "--quick"
   elif [ "$NO_LAB" = 1 ]; then
-    skip_stage lab "--no-lab"
+    LAB=0; skip_stage lab "--no-lab"
   elif [ "${BRICK_SKIP_LAB:-0}" = 1 ]; then
     warn_banner "BRICK_SKIP_LAB=1: the QEMU lab stage (integration tests, molecule) is SKIPPED. Nothing was tested on a real kernel."
-    skip_stage lab "BRICK_SKIP_LAB=1"
+    LAB=0; skip_stage lab "BRICK_SKIP_LAB=1"
+  fi
+
+  # The host stages need no lab. With the lab they run in the background, next to it (the lab guest is mostly
+  # one busy vCPU and waits on timeouts, so the second core is free): their output is printed when the lab is
+  # done, their logs are in tests/output/test-logs/ as always. BRICK_SERIAL=1 runs everything one after another.
+  if [ "$LAB" = 1 ] && [ "${BRICK_SERIAL:-0}" != 1 ]; then
+    banner "host stages (unit, sanity, static, changelog, lint) run in the background while the lab stages run"
+    host_stages > "$WORK/host-stages.out" 2>&1 &
+    host_pid=$!
   else
+    host_stages
+    host_pid=
+  fi
+
+  if [ "$LAB" = 1 ]; then
     run_stage lab-pytest st_lab_pytest
     run_stage lab-ansible-test st_lab_targets
     shopt -s nullglob
@@ -276,20 +296,25 @@ else
       run_stage "molecule-$(basename "$role_dir")-$scen" st_molecule "$ROOT/$role_dir" "$scen"
     done
   fi
+  if [ -n "$host_pid" ]; then
+    wait "$host_pid" || true
+    banner "output of the host stages (ran in the background while the lab stages ran)"
+    cat "$WORK/host-stages.out"
+  fi
 fi
 
 # ----------------------------------------------------------------------------------------------------------------
 banner "summary (total ${SECONDS}s; logs in tests/output/test-logs/)"
 passed=0 failed=0 skipped=0 warned=0
-for i in "${!NAMES[@]}"; do
-  printf '  %-32s %-5s %6ss\n' "${NAMES[$i]}" "${RESULTS[$i]}" "${TIMES[$i]}"
-  case "${RESULTS[$i]}" in
+while read -r name result secs; do
+  printf '  %-32s %-5s %6ss\n' "$name" "$result" "$secs"
+  case "$result" in
     PASS) passed=$((passed + 1)) ;;
     FAIL) failed=$((failed + 1)) ;;
     SKIP) skipped=$((skipped + 1)) ;;
     WARN) warned=$((warned + 1)) ;;
   esac
-done
+done < "$WORK/results"
 [ "$warned" = 0 ] || echo "  ($warned stage(s) had nothing to test: see the WARNING banners above)"
 echo "stages: $passed passed, $failed failed, $skipped skipped"
 if [ "$failed" != 0 ]; then

@@ -108,6 +108,8 @@ def test_detach_twice(lab, example):
     assert r2["changed"] == 0, second.stdout[-6000:]
 
 
+# lab_slow: test_deploy_image_lab.py runs the same playbook twice (written, then already there) in the default run
+@pytest.mark.lab_slow
 def test_deploy_image_twice(lab, ansible_lab):
     # as scripts/demo.sh runs it: tests/lab/inventory.yml and brick_hosts only
     guest(lab, "rm -f /var/tmp/brick-storage-test-image.raw")

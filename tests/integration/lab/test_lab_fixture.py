@@ -78,6 +78,8 @@ def new_wwid(out):
     return m.group(1)
 
 
+# a check of the lab itself: lab_slow, because test_volume_safety_lab.py's reused-LUN tests remap a LUN and check the new WWID
+@pytest.mark.lab_slow
 def test_remap_lun_gives_new_wwid(lab):
     """remap-lun: same LUN number, a new backstore; a fresh scan sees a new WWID."""
     login(lab, T1, P1)
@@ -110,6 +112,8 @@ def test_remap_lun_gives_new_wwid(lab):
               % sd2).strip() == "0"
 
 
+# a check of the lab itself: lab_slow, because test_volume_schema_lab.py and test_lun0_detach_racing_a_lun1_attach use a second target/LUN on the same portal
+@pytest.mark.lab_slow
 def test_second_target_on_the_same_portal(lab):
     """add-target: a second target (own TPG, ACL, backstores) on the same portals."""
     out = sh(lab, "lab-target add-target --iqn %s --luns 1 --size-mb 32" % T2)
@@ -145,6 +149,8 @@ def test_second_target_on_the_same_portal(lab):
     sh(lab, "dd if=/dev/%s of=/dev/null bs=1M count=1 iflag=direct status=none" % sd1)
 
 
+# a check of the lab itself: lab_slow, because test_secrets_lab.py's discovery CHAP test logs in through the target's discovery CHAP
+@pytest.mark.lab_slow
 def test_discovery_chap(lab):
     """setup --discovery-chap: SendTargets needs the credentials; setup/teardown turn it off."""
     out = sh(lab, "lab-target setup --discovery-chap duser:dsecret12345")
@@ -186,6 +192,8 @@ def test_discovery_chap(lab):
     assert "%s,1 %s" % (P1, T1) in out, out
 
 
+# a check of the lab itself: lab_slow, because test_volume_life_lab.py grows a LUN online and checks the new size
+@pytest.mark.lab_slow
 def test_grow_iblock_lun(lab):
     """add-lun --backstore iblock + grow-lun: the size changes after a rescan."""
     out = sh(lab, "lab-target add-lun 2 --backstore iblock --size-mb 32")

@@ -236,7 +236,6 @@ def test_an_open_path_outside_the_map_is_refused_and_nothing_removed(lab, gm):
 
 
 # -- force on a map that is in use ---------------------------------------------------------------------------
-@pytest.mark.lab_slow  # the simulator twin runs in the default run; BRICK_LAB_FULL=1 runs this one
 def test_force_on_an_open_map_makes_io_fail_instead_of_hanging(lab, gm):
     res = gm.run("iscsi_volume", MP)
     dm, name = res["device"], res["multipath_map"]
@@ -255,7 +254,6 @@ def test_force_on_an_open_map_makes_io_fail_instead_of_hanging(lab, gm):
 
 
 # -- a portal given by host name --------------------------------------------------------------------------
-@pytest.mark.lab_slow  # the simulator twins run in the default run; BRICK_LAB_FULL=1 runs this one
 def test_a_portal_given_as_a_host_name_is_found_again(lab, gm):
     by_name = {"portals": ["localhost:3260"], "iqn": [T], "lun": [1], "multipath": "off"}
     res = gm.run("iscsi_volume", by_name)
