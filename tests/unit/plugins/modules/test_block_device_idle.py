@@ -128,7 +128,9 @@ def test_timeout_option(module, capsys, minihost):
     dev = minihost.add_disk()
     minihost.swapon(dev)
     failed, res = run_module(module, capsys, {"device": dev, "interval": 0.1, "timeout": 0.3, "max_retries": 0})
-    assert failed and res["checks"] == 4 and "timeout 0.3s" in res["msg"]
+    # checks at 0, 0.1, 0.2 and 0.3 s: 4 on an idle machine; a loaded one (the test run's lab stages run next to
+    # the unit tests) may fit one less.  More than one check proves the timeout, not max_retries=0, set the bound.
+    assert failed and 2 <= res["checks"] <= 4 and "timeout 0.3s" in res["msg"], res
     assert "/dev/sdb is an active swap area" in res["msg"]
 
 
