@@ -56,15 +56,15 @@ def run(quick=False):
         runner = host.runner()
 
         host.hold_open("/dev/sdb1", 1000 + i, "blkid", seconds=HOLD_S)
-        dt, res = _timed(lambda dev=dev, host=host, runner=runner: idle.wait_idle(dev, interval=0.1, fs=host.fs,
-                                                                                 runner=runner))
+        dt, res = _timed(lambda dev=dev, host=host, runner=runner: idle.wait_idle(
+            dev, interval=0.1, fs=host.fs, runner=runner))
         us.append(dt)
         checks.append(res["checks"])
         method = res["method"]
 
         host.hold_open("/dev/sdb2", 2000 + i, "blkid", seconds=HOLD_S)
-        dt, _result = _timed(lambda dev=dev, host=host, runner=runner: idle.wait_idle(dev, interval=1.0, fs=host.fs,
-                                                                                     runner=runner))
+        dt, _result = _timed(lambda dev=dev, host=host, runner=runner: idle.wait_idle(
+            dev, interval=1.0, fs=host.fs, runner=runner))
         us_default.append(dt)
 
         n0 = runner.count("fuser")
