@@ -14,7 +14,7 @@ once, as ``startup``).
 
 us and raw run in this process (the system python3); os-brick runs in a worker process of its own (the venv's
 python running this file with ``--worker``), driven over a pipe and timed inside the worker.  In one process,
-os-brick's imports (about 100 MB) would make every ``fork()`` of ours dearer: the connector forks for the kernel
+os-brick's imports would make every ``fork()`` of ours dearer: the connector forks for the kernel
 writes that may block (kernel_writes.py), and fork copies the page tables of the whole process.
 
 * ``us``:      ``Connector.connect`` / ``disconnect`` with the iscsi_volume module's defaults;
