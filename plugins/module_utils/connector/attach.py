@@ -47,10 +47,10 @@ class AttachJournal(object):
                     mp.flush(conn.runner, dm_map.name, retries=2, delay=0.5)
                 except BrickError:
                     pass
-        refs = [r for r in self.refs if fs.exists(r.ident)]
-        kernel_writes.bounded_writes(fs, [("%s/delete" % r.ident, "1") for r in refs], 10)
-        gone_wait = kernel_writes.wait_gone(fs, [r.ident for r in refs], 10, sleep=conn.sleep, clock=conn.clock)
-        left += ["device %s" % (r.dev.dev or r.dev.hctl) for r in refs if r.ident in gone_wait]
+        refs = [ref for ref in self.refs if fs.exists(ref.ident)]
+        kernel_writes.bounded_writes(fs, [("%s/delete" % ref.ident, "1") for ref in refs], 10)
+        gone_wait = kernel_writes.wait_gone(fs, [ref.ident for ref in refs], 10, sleep=conn.sleep, clock=conn.clock)
+        left += ["device %s" % (ref.dev.dev or ref.dev.hctl) for ref in refs if ref.ident in gone_wait]
         left += self._logout(conn, db)
         for path in self.nodes:
             result = db.delete(path)
@@ -154,7 +154,7 @@ class Attacher(object):
                 self.journal.sessions.extend(sessions)
             session = sessions[0]
             result["session"] = session
-            existing = [d for d in scsi.session_devices(conn.fs, session, lun=conn.kernel_lun(path, session)) if d.name]
+            existing = [device for device in scsi.session_devices(conn.fs, session, lun=conn.kernel_lun(path, session)) if device.name]
             if existing:
                 result["device"] = existing[0]
                 return
@@ -230,9 +230,9 @@ class Attacher(object):
         rescans = list(RESCAN_AT)
         self._scan(session, prefix + str(kernel_lun), deadline)
         while True:
-            devs = [d for d in scsi.session_devices(conn.fs, session) if d.name and d.lun in candidates]
+            devs = [device for device in scsi.session_devices(conn.fs, session) if device.name and device.lun in candidates]
             if devs:
-                return sorted(devs, key=lambda d: candidates.index(d.lun))[0]
+                return sorted(devs, key=lambda device: candidates.index(device.lun))[0]
             now = conn.clock()
             if now >= deadline:
                 return None
@@ -245,14 +245,14 @@ class Attacher(object):
     # -- the result ---------------------------------------------------------------------------------------------
     def _finish(self):
         conn = self.conn
-        good = [r for r in self.results if r.get("device") is not None]
-        failed = [r for r in self.results if r.get("device") is None]
+        good = [outcome for outcome in self.results if outcome.get("device") is not None]
+        failed = [outcome for outcome in self.results if outcome.get("device") is None]
         if not good:
             self._fail(failed)
-        identity.verify(conn, [r["device"] for r in good], None, fresh=self.journal.devices)
+        identity.verify(conn, [outcome["device"] for outcome in good], None, fresh=self.journal.devices)
         for result in failed:
             self._forget_path(result)
-        devs = [r["device"] for r in good]
+        devs = [outcome["device"] for outcome in good]
         dm_map = None
         use_mp = self.use_mp
         if use_mp and len(self.paths) == 1 and conn.multipath == "auto" and not mp.wwid_known(conn.fs, devs[0].wwid):
@@ -267,7 +267,7 @@ class Attacher(object):
                     raise AttachError(msg, hint="check multipathd and /etc/multipath.conf (blacklist, find_multipaths)")
                 conn.warnings.append(msg + ": returning a single path device, performance and resilience are degraded")
                 devs = devs[:1]
-        self.db.persist_boot_settings([r["path"] for r in good])
+        self.db.persist_boot_settings([outcome["path"] for outcome in good])
         return conn.describe(self.paths, devs, dm_map, changed=True)
 
     def _fail(self, failed):
@@ -302,7 +302,7 @@ class Attacher(object):
         """Wait (bounded) for multipathd's map with every live path.  find_multipaths builds a map on its own once
         two paths share a WWID; for a single live path it needs to be told (multipath -a + add path)."""
         conn = self.conn
-        names = [d.name for d in devs]
+        names = [device.name for device in devs]
         wwid = devs[0].wwid
         deadline = conn.clock() + conn.multipath_wait
         asked = False

@@ -39,17 +39,17 @@ DELETE_WAIT = 30.0
 PATH_LEAVE_WAIT = 10.0
 
 
-def _blocker_str(b):
-    if isinstance(b, dict):
-        if b.get("kind") == "process" or b.get("pid"):
-            who = ", user %s" % b["user"] if b.get("user") else ""
-            return "pid %s (%s%s)" % (b.get("pid"), b.get("comm") or "?", who)
-        if b.get("mountpoint"):
-            return "%s mounted on %s" % (b.get("device") or "it", b["mountpoint"])
-        if b.get("holder"):
-            return "%s held by %s" % (b.get("device") or "it", b.get("holder_name") or b["holder"])
-        return "%s (%s)" % (b.get("kind", "?"), b.get("device") or "")
-    return str(b)
+def _blocker_str(blocker):
+    if isinstance(blocker, dict):
+        if blocker.get("kind") == "process" or blocker.get("pid"):
+            who = ", user %s" % blocker["user"] if blocker.get("user") else ""
+            return "pid %s (%s%s)" % (blocker.get("pid"), blocker.get("comm") or "?", who)
+        if blocker.get("mountpoint"):
+            return "%s mounted on %s" % (blocker.get("device") or "it", blocker["mountpoint"])
+        if blocker.get("holder"):
+            return "%s held by %s" % (blocker.get("device") or "it", blocker.get("holder_name") or blocker["holder"])
+        return "%s (%s)" % (blocker.get("kind", "?"), blocker.get("device") or "")
+    return str(blocker)
 
 
 class Detacher(object):
@@ -93,13 +93,13 @@ class Detacher(object):
         else:
             raise exc
 
-    def _refuse(self, r, blockers, plan):
-        what = "a path of map %s, which stays" % r.map.name if r in plan.paths_out else (
-            "outside any multipath map" if r.map is None else "a path of map %s" % r.map.name)
+    def _refuse(self, ref, blockers, plan):
+        what = "a path of map %s, which stays" % ref.map.name if ref in plan.paths_out else (
+            "outside any multipath map" if ref.map is None else "a path of map %s" % ref.map.name)
         exc = DeviceBusy("%s (%s) is in use by %s; nothing was removed" % (
-            r.dev.dev, what, ", ".join(_blocker_str(b) for b in blockers)),
+            ref.dev.dev, what, ", ".join(_blocker_str(blocker) for blocker in blockers)),
             hint="unmount / close it first, or use force and accept data loss", blockers=blockers,
-            device=r.dev.dev)
+            device=ref.dev.dev)
         if not self.force:
             raise exc
         self.problems.append(exc.msg.replace("nothing was removed", "force: going on, data may be lost"))
@@ -108,28 +108,28 @@ class Detacher(object):
     def verify(self, plan):
         """Refuse, before anything is touched, what would harm a user of the volume."""
         daemon = self._daemon_pid()
-        for r in plan.remove:
-            if not r.dev.name:
+        for ref in plan.remove:
+            if not ref.dev.name:
                 continue
-            allowed_holders = set([r.map.dm]) if r.map is not None else set()
-            if r.map is not None and r not in plan.paths_out:
+            allowed_holders = set([ref.map.dm]) if ref.map is not None else set()
+            if ref.map is not None and ref not in plan.paths_out:
                 # a path of a map that is flushed: the flush is its barrier and the kernel's in-use check;
                 # only something else stacked on the path itself would be harmed
-                others = [h for h in scsi.holders(self.fs, r.dev.name) if h not in allowed_holders]
+                others = [h for h in scsi.holders(self.fs, ref.dev.name) if h not in allowed_holders]
                 if others:
-                    self._refuse(r, [{"kind": "holder", "device": r.dev.dev, "holder": h} for h in others], plan)
+                    self._refuse(ref, [{"kind": "holder", "device": ref.dev.dev, "holder": h} for h in others], plan)
                 continue
             blockers = []
-            for b in self.busy_check(r.dev.dev) or []:
-                if b.get("kind") == "holder" and b.get("holder") in allowed_holders:
+            for blocker in self.busy_check(ref.dev.dev) or []:
+                if blocker.get("kind") == "holder" and blocker.get("holder") in allowed_holders:
                     continue  # the map it is a path of: flushed, or left with multipathd del path
-                if b.get("kind") == "process" and daemon is not None and b.get("pid") == daemon:
+                if blocker.get("kind") == "process" and daemon is not None and blocker.get("pid") == daemon:
                     continue  # multipathd's path checker keeps every path open
-                blockers.append(b)
+                blockers.append(blocker)
             if blockers:
-                self._refuse(r, blockers, plan)
+                self._refuse(ref, blockers, plan)
         if plan.paths_out and not mp.daemon_running(self.fs, self.runner):
-            what = (", ".join(r.dev.dev for r in plan.paths_out), ", ".join(m.name for m, _s in plan.kept_maps))
+            what = (", ".join(ref.dev.dev for ref in plan.paths_out), ", ".join(dm_map.name for dm_map, _s in plan.kept_maps))
             exc = DetachError("multipathd is not running: %s cannot be taken out of map(s) %s, which keep other "
                               "paths; nothing was removed" % what,
                               hint="start multipathd (systemctl start multipathd), or use force: the kernel "
@@ -162,54 +162,54 @@ class Detacher(object):
                 raise DetachError(msg, hint="see the leftovers; re-run with force to clean up",
                                   leftovers=leftovers, problems=list(self.problems), removed=removed)
             self.conn.warnings.append(msg)
-        for p in self.problems:
-            self.conn.warnings.append(p)
+        for problem in self.problems:
+            self.conn.warnings.append(problem)
         return out
 
     def _barriers(self, plan):
         """Data barriers first: buffers of standalone devices, then the maps that lose every path."""
-        for r in plan.standalone():
-            if not r.dev.name:
+        for ref in plan.standalone():
+            if not ref.dev.name:
                 continue
             try:
-                mp.flush_buffers(self.runner, r.dev.dev)
-            except FlushError as e:
+                mp.flush_buffers(self.runner, ref.dev.dev)
+            except FlushError as err:
                 if not self.force:
                     raise
-                self.problems.append(str(e) + " (force: going on, data may be lost)")
-        for m in plan.flush_maps:
+                self.problems.append(str(err) + " (force: going on, data may be lost)")
+        for dm_map in plan.flush_maps:
             try:
-                mp.flush(self.runner, m.name)
-            except FlushError as e:
+                mp.flush(self.runner, dm_map.name)
+            except FlushError as err:
                 blockers = []
-                if e.details.get("reason") == "in_use":
-                    blockers = self.busy_check(m.dev) or []
+                if err.details.get("reason") == "in_use":
+                    blockers = self.busy_check(dm_map.dev) or []
                     if blockers:
-                        e.details["blockers"] = blockers
-                        e.msg += "; in use by: " + ", ".join(_blocker_str(b) for b in blockers)
+                        err.details["blockers"] = blockers
+                        err.msg += "; in use by: " + ", ".join(_blocker_str(blocker) for blocker in blockers)
                 if not self.force:
                     raise
-                self._force_map(m, e, blockers)
+                self._force_map(dm_map, err, blockers)
 
-    def _force_map(self, m, err, blockers):
+    def _force_map(self, dm_map, err, blockers):
         """``force`` on a map that could not be flushed: stop queueing first, so that I/O of whoever still
         holds it fails instead of hanging forever once its last path is gone."""
-        self.forced_maps.append(m.name)
-        queueing = mp.disable_queueing(self.fs, self.runner, m)
+        self.forced_maps.append(dm_map.name)
+        queueing = mp.disable_queueing(self.fs, self.runner, dm_map)
         msg = "%s (force: going on" % err.msg
         if blockers:
-            msg += "; still used by %s" % ", ".join(_blocker_str(b) for b in blockers)
-        msg += "; queueing disabled: I/O to %s now fails instead of hanging" % m.name if queueing else \
-            "; could not disable queueing of %s: I/O to it may hang" % m.name
+            msg += "; still used by %s" % ", ".join(_blocker_str(blocker) for blocker in blockers)
+        msg += "; queueing disabled: I/O to %s now fails instead of hanging" % dm_map.name if queueing else \
+            "; could not disable queueing of %s: I/O to it may hang" % dm_map.name
         self.problems.append(msg + "; data may be lost)")
 
     def _paths_out(self, plan):
         """Take paths out of maps that keep other paths (the map keeps serving I/O)."""
         if not plan.paths_out:
             return
-        for r in plan.paths_out:
-            mp.del_path(self.runner, r.dev.name)
-        left = mp.wait_paths_left(self.fs, [(r.map.dm, r.dev.name) for r in plan.paths_out], PATH_LEAVE_WAIT,
+        for ref in plan.paths_out:
+            mp.del_path(self.runner, ref.dev.name)
+        left = mp.wait_paths_left(self.fs, [(ref.map.dm, ref.dev.name) for ref in plan.paths_out], PATH_LEAVE_WAIT,
                                   sleep=self.conn.sleep, clock=self.conn.clock)
         if left:
             self._problem(DetachError("%s did not leave its map within %ss" % (", ".join(left), PATH_LEAVE_WAIT),
@@ -223,21 +223,21 @@ class Detacher(object):
         device whose session is not logged in but which is still "running" is set offline first, so that the
         kernel fails its I/O at once (the kernel refuses that for a "blocked" device: EINVAL, ignored)."""
         start = self.conn.clock()
-        dead = [r for r in plan.remove if r.session.state != "LOGGED_IN" and r.dev.state == "running"]
+        dead = [ref for ref in plan.remove if ref.session.state != "LOGGED_IN" and ref.dev.state == "running"]
         if dead:
-            kernel_writes.bounded_writes(self.fs, [("%s/state" % r.dev.path, "offline") for r in dead], 5.0)
-        errors = kernel_writes.bounded_writes(self.fs, [("%s/delete" % r.dev.path, "1") for r in plan.remove], DELETE_WAIT)
-        for r in plan.remove:
-            err = errors.get("%s/delete" % r.dev.path)
-            if err and err != "timeout" and self.fs.exists(r.dev.path):
-                self._problem(DetachError("could not delete %s: %s" % (r.dev.dev or r.dev.hctl, err)))
-        left = kernel_writes.wait_gone(self.fs, [r.ident for r in plan.remove],
+            kernel_writes.bounded_writes(self.fs, [("%s/state" % ref.dev.path, "offline") for ref in dead], 5.0)
+        errors = kernel_writes.bounded_writes(self.fs, [("%s/delete" % ref.dev.path, "1") for ref in plan.remove], DELETE_WAIT)
+        for ref in plan.remove:
+            err = errors.get("%s/delete" % ref.dev.path)
+            if err and err != "timeout" and self.fs.exists(ref.dev.path):
+                self._problem(DetachError("could not delete %s: %s" % (ref.dev.dev or ref.dev.hctl, err)))
+        left = kernel_writes.wait_gone(self.fs, [ref.ident for ref in plan.remove],
                                        max(1.0, DELETE_WAIT - (self.conn.clock() - start)), sleep=self.conn.sleep,
                                        clock=self.conn.clock)
         if left:
             self._problem(DetachError("devices still present after %ss: %s" % (DELETE_WAIT, ", ".join(
-                r.dev.dev or r.dev.hctl for r in plan.remove if r.ident in left))))
-        return [r.dev.dev for r in plan.remove if r.ident not in left and r.dev.dev]
+                ref.dev.dev or ref.dev.hctl for ref in plan.remove if ref.ident in left))))
+        return [ref.dev.dev for ref in plan.remove if ref.ident not in left and ref.dev.dev]
 
     def _drop_failed_maps(self, plan):
         """A map whose flush failed under force: ask multipathd to drop it now that its paths are gone; if it
@@ -263,42 +263,42 @@ class Detacher(object):
             rest = scsi.session_devices(self.fs, s, with_details=False)
             if rest:
                 self.kept_at_logout.append("%s %s (a device appeared before the logout: %s)" % (
-                    s.portal, s.iqn, ", ".join(d.dev or d.hctl for d in rest)))
+                    s.portal, s.iqn, ", ".join(device.dev or device.hctl for device in rest)))
                 outs.append((s, None))
                 return
             outs.append((s, self.conn.iscsiadm_logout(s)))
 
         for s in plan.logout:
-            t = threading.Thread(target=one, args=(s,))
-            t.daemon = True
-            threads.append(t)
-            t.start()
-        for t in threads:
-            t.join()
-        for s, r in outs:
-            if r is not None and r.rc not in (0, RC_NO_OBJS):
+            thread = threading.Thread(target=one, args=(s,))
+            thread.daemon = True
+            threads.append(thread)
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for session, result in outs:
+            if result is not None and result.rc not in (0, RC_NO_OBJS):
                 self._problem(DetachError("logout of session %d (%s) failed: %s" % (
-                    s.sid, s.portal, (r.stderr or r.stdout or "timeout").strip())))
-        kept = set(id(s) for s, r in outs if r is None)
+                    session.sid, session.portal, (result.stderr or result.stdout or "timeout").strip())))
+        kept = set(id(session) for session, result in outs if result is None)
         plan.logout = [s for s in plan.logout if id(s) not in kept]
 
     def _nodes(self, plan):
-        for p in plan.node_records:
-            if self.conn.sessions_for(p):
+        for problem in plan.node_records:
+            if self.conn.sessions_for(problem):
                 continue
-            self.conn.delete_node(p)
+            self.conn.delete_node(problem)
 
     # -- what is left
     def leftovers(self, plan):
         fs = self.fs
         left = []
-        sids = set(s.sid for s in scsi.iscsi_sessions(fs))
-        for s in plan.logout:
-            if s.sid in sids:
-                left.append("session %d to %s" % (s.sid, s.portal))
-        for r in plan.remove:
-            if fs.exists(r.ident):
-                left.append("device %s" % (r.dev.dev or r.dev.hctl))
+        sids = set(session.sid for session in scsi.iscsi_sessions(fs))
+        for session in plan.logout:
+            if session.sid in sids:
+                left.append("session %d to %s" % (session.sid, session.portal))
+        for ref in plan.remove:
+            if fs.exists(ref.ident):
+                left.append("device %s" % (ref.dev.dev or ref.dev.hctl))
         for m in plan.flush_maps:
             now = scsi.dm_map(fs, m.dm)
             if now is not None and now.uuid == m.uuid:

@@ -59,19 +59,19 @@ class DetachPlan(object):
 
     def standalone(self):
         """Devices that are in no map: each gets its own busy check and buffer flush."""
-        return [r for r in self.remove if r.map is None]
+        return [ref for ref in self.remove if ref.map is None]
 
     def to_dict(self) -> dict:
         return {
             "wwid": self.wwid,
-            "maps": [m.name for m in self.flush_maps],
-            "devices": [r.dev.dev or r.dev.hctl for r in self.remove],
-            "paths_out_of_map": ["%s from %s" % (r.dev.dev, r.map.name) for r in self.paths_out],
-            "logout": ["%s %s" % (s.portal, s.iqn) for s in self.logout],
-            "node_records": [str(p.portal) + " " + p.iqn for p in self.node_records],
-            "kept_maps": ["%s (paths that stay: %s)" % (m.name, ", ".join(names)) for m, names in self.kept_maps],
-            "kept_devices": ["%s: %s" % (r.label, why) for r, why in self.kept_devices],
-            "kept_sessions": ["%s %s (%s)" % (s.portal, s.iqn, why) for s, why in self.kept_sessions],
+            "maps": [dm_map.name for dm_map in self.flush_maps],
+            "devices": [ref.dev.dev or ref.dev.hctl for ref in self.remove],
+            "paths_out_of_map": ["%s from %s" % (ref.dev.dev, ref.map.name) for ref in self.paths_out],
+            "logout": ["%s %s" % (session.portal, session.iqn) for session in self.logout],
+            "node_records": [str(path.portal) + " " + path.iqn for path in self.node_records],
+            "kept_maps": ["%s (paths that stay: %s)" % (dm_map.name, ", ".join(names)) for dm_map, names in self.kept_maps],
+            "kept_devices": ["%s: %s" % (ref.label, why) for ref, why in self.kept_devices],
+            "kept_sessions": ["%s %s (%s)" % (session.portal, session.iqn, why) for session, why in self.kept_sessions],
         }
 
 
@@ -92,10 +92,10 @@ def _claimed_wwid(ref):
 
 def _disagreement(refs):
     lines = []
-    for r in refs:
-        txt = "%s reports %s" % (r.label, r.dev.wwid or "no WWID")
-        if r.map is not None:
-            txt += " and is a path of map %s (%s)" % (r.map.name, r.map.wwid)
+    for ref in refs:
+        txt = "%s reports %s" % (ref.label, ref.dev.wwid or "no WWID")
+        if ref.map is not None:
+            txt += " and is a path of map %s (%s)" % (ref.map.name, ref.map.wwid)
         lines.append(txt)
     return "; ".join(lines)
 
@@ -104,18 +104,18 @@ def _candidates(fs, paths, iface, sessions, session_only, kernel_lun=None):
     matched = []
     refs = []
     for p in paths:
-        for s in sessions:
-            if not session_matches(s, p, iface):
+        for session in sessions:
+            if not session_matches(session, p, iface):
                 continue
-            if s not in [x for _p, x in matched]:
-                matched.append((p, s))
+            if session not in [item for _p, item in matched]:
+                matched.append((p, session))
             if session_only:
                 continue
-            kl = kernel_lun(p, s) if kernel_lun is not None else p.lun
-            for d in scsi.session_devices(fs, s, lun=kl):
-                m = scsi.multipath_of(fs, d.name) if d.name else None
-                if d.path not in [r.ident for r in refs]:
-                    refs.append(DeviceRef(d, s, m, p))
+            kl = kernel_lun(p, session) if kernel_lun is not None else p.lun
+            for device in scsi.session_devices(fs, session, lun=kl):
+                dm_map = scsi.multipath_of(fs, device.name) if device.name else None
+                if device.path not in [ref.ident for ref in refs]:
+                    refs.append(DeviceRef(device, session, dm_map, p))
     return matched, refs
 
 
@@ -129,24 +129,24 @@ def plan_detach(fs: HostFS, paths: list, iface: str = "default", wwid: str | Non
     sessions = scsi.iscsi_sessions(fs)
     matched, refs = _candidates(fs, paths, iface, sessions, session_only, kernel_lun)
     if wwid is None:
-        seen = sorted(set(w for r in refs for w in _wwids_of(r)))
+        seen = sorted(set(w for ref in refs for w in _wwids_of(ref)))
         if len(seen) > 1:
             raise VolumeMismatch(
                 "the paths of this volume disagree on its WWID: %s; nothing was changed" % _disagreement(refs),
                 hint="the array may have mapped another volume at this LUN number: give the WWID of the volume "
                      "to detach (wwid) so that only its paths are removed",
-                wwids=seen, devices=[r.dev.to_dict() for r in refs])
+                wwids=seen, devices=[ref.dev.to_dict() for ref in refs])
         wwid = seen[0] if seen else None
     plan = DetachPlan(wwid)
-    for r in refs:
-        have = _claimed_wwid(r)
+    for ref in refs:
+        have = _claimed_wwid(ref)
         if wwid is None or have == wwid:
-            plan.remove.append(r)
-        elif r.map is not None:
-            why = "a path of map %s, which serves WWID %s, not %s" % (r.map.name, r.map.wwid, wwid)
-            plan.kept_devices.append((r, why))
+            plan.remove.append(ref)
+        elif ref.map is not None:
+            why = "a path of map %s, which serves WWID %s, not %s" % (ref.map.name, ref.map.wwid, wwid)
+            plan.kept_devices.append((ref, why))
         else:
-            plan.kept_devices.append((r, "reports WWID %s, not %s" % (r.dev.wwid or "(none)", wwid)))
+            plan.kept_devices.append((ref, "reports WWID %s, not %s" % (ref.dev.wwid or "(none)", wwid)))
     _plan_maps(fs, plan)
     _plan_sessions(fs, plan, matched)
     _plan_nodes(plan, paths, matched, node_exists)
@@ -155,54 +155,54 @@ def plan_detach(fs: HostFS, paths: list, iface: str = "default", wwid: str | Non
 
 def _plan_maps(fs, plan):
     by_map = {}
-    for r in plan.remove:
-        if r.map is not None:
-            by_map.setdefault(r.map.dm, []).append(r)
+    for ref in plan.remove:
+        if ref.map is not None:
+            by_map.setdefault(ref.map.dm, []).append(ref)
     for dm in sorted(by_map):
         refs = by_map[dm]
-        m = refs[0].map
-        going = set(r.dev.name for r in refs)
-        staying = [s for s in m.slaves if s not in going]
+        dm_map = refs[0].map
+        going = set(ref.dev.name for ref in refs)
+        staying = [session for session in dm_map.slaves if session not in going]
         if staying:
             plan.paths_out.extend(refs)
-            plan.kept_maps.append((m, staying))
+            plan.kept_maps.append((dm_map, staying))
         else:
-            plan.flush_maps.append(m)
+            plan.flush_maps.append(dm_map)
     if plan.wwid:
         # a map of this volume that lost every path (left open, or multipathd was down) goes too
-        for m in scsi.dm_maps(fs):
-            if m.wwid == plan.wwid and not m.slaves and m.dm not in [x.dm for x in plan.flush_maps]:
-                plan.flush_maps.append(m)
+        for dm_map in scsi.dm_maps(fs):
+            if dm_map.wwid == plan.wwid and not dm_map.slaves and dm_map.dm not in [item.dm for item in plan.flush_maps]:
+                plan.flush_maps.append(dm_map)
 
 
 def _plan_sessions(fs, plan, matched):
-    going = set(r.ident for r in plan.remove)
-    for _p, s in matched:
-        if s in plan.logout or s in [k for k, _w in plan.kept_sessions]:
+    going = set(ref.ident for ref in plan.remove)
+    for _p, session in matched:
+        if session in plan.logout or session in [k for k, _w in plan.kept_sessions]:
             continue
-        rest = [d for d in scsi.session_devices(fs, s, with_details=False) if d.path not in going]
+        rest = [device for device in scsi.session_devices(fs, session, with_details=False) if device.path not in going]
         if rest:
-            plan.kept_sessions.append((s, "carries %s" % ", ".join(
-                "LUN %d (%s)" % (d.lun, d.dev or d.hctl) for d in rest)))
+            plan.kept_sessions.append((session, "carries %s" % ", ".join(
+                "LUN %d (%s)" % (device.lun, device.dev or device.hctl) for device in rest)))
         else:
-            plan.logout.append(s)
+            plan.logout.append(session)
 
 
 def _plan_nodes(plan, paths, matched, node_exists):
     """Node records of the sessions that are logged out, and of requested paths that have no session."""
     from .iscsi import Path  # iscsi imports this module
     keys = []
-    for p, s in matched:
-        if s in plan.logout:
-            np = Path(validate.portal(s.portal), s.iqn, p.lun)
-            if np.key() not in keys:
-                keys.append(np.key())
-                plan.node_records.append(np)
-    for p in paths:
-        if p.portal is None or p.key() in keys:
+    for path, session in matched:
+        if session in plan.logout:
+            node_path = Path(validate.portal(session.portal), session.iqn, path.lun)
+            if node_path.key() not in keys:
+                keys.append(node_path.key())
+                plan.node_records.append(node_path)
+    for path in paths:
+        if path.portal is None or path.key() in keys:
             continue
-        if any(q is p and s not in plan.logout for q, s in matched):
+        if any(q is path and session not in plan.logout for q, session in matched):
             continue  # a session of this path stays: so does its record
-        if node_exists is not None and node_exists(p):
-            keys.append(p.key())
-            plan.node_records.append(p)
+        if node_exists is not None and node_exists(path):
+            keys.append(path.key())
+            plan.node_records.append(path)

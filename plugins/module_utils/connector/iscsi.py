@@ -53,7 +53,7 @@ class Path(object):
         self.name = name  # the host name the portal was given as, if any
 
     def addresses(self) -> list[Portal]:
-        return ([self.portal] if self.portal is not None else []) + [a for a in self.aliases if a != self.portal]
+        return ([self.portal] if self.portal is not None else []) + [address for address in self.aliases if address != self.portal]
 
     def key(self) -> tuple:
         if self.portal is None:
@@ -117,7 +117,7 @@ class Connector(object):
         luns: list[int] = []
         if self.lun_addressing == "auto" and path.lun < lun_numbers.FLAT_BASE:
             devs = scsi.session_devices(self.fs, session, with_details=False) if devs is None else devs
-            luns = [d.lun for d in devs]
+            luns = [device.lun for device in devs]
         return lun_numbers.kernel_lun(path.lun, self.lun_addressing, luns)
 
     def sessions_for(self, path: Path, sessions: list[Session] | None = None) -> list[Session]:
@@ -141,15 +141,15 @@ class Connector(object):
                 devs = scsi.session_devices(self.fs, session)
                 kernel_lun = self.kernel_lun(path, session, devs)
                 out.append({"path": path, "session": session,
-                            "devices": [d for d in devs if d.lun == kernel_lun],
-                            "others": [d for d in devs if d.lun != kernel_lun]})
+                            "devices": [device for device in devs if device.lun == kernel_lun],
+                            "others": [device for device in devs if device.lun != kernel_lun]})
         return out
 
     def find_attached(self, paths: list[Path]) -> tuple[list[ScsiDevice], DmMap | None] | None:
         """(devices, map) when the volume is fully attached as requested, else None (sysfs only)."""
         by_key: dict[tuple, ScsiDevice] = {}
         for entry in self.state(paths):
-            live = [d for d in entry["devices"] if d.name]
+            live = [device for device in entry["devices"] if device.name]
             if live:
                 by_key.setdefault(entry["path"].key(), live[0])
         if not by_key:
@@ -190,7 +190,7 @@ class Connector(object):
         if have is None:
             return None
         devs, dm_map = have
-        sizes = dict((d.name, identity.size_of(self.fs, d.name)) for d in devs)
+        sizes = dict((device.name, identity.size_of(self.fs, device.name)) for device in devs)
         # check mode changes nothing, not even the kernel's view of the LUN: it compares sysfs as it is
         identity.verify(self, devs, dm_map, rescan=not check_mode)
         grown = identity.grow(self, devs, dm_map, sizes, check_mode, resize)
@@ -207,8 +207,8 @@ class Connector(object):
         if done is not None:
             return done
         if check_mode:
-            return {"changed": True, "msg": "would attach %s" % ", ".join(repr(p) for p in paths),
-                    "would_login": [str(p.portal) for p in paths if not self.sessions_for(p)]}
+            return {"changed": True, "msg": "would attach %s" % ", ".join(repr(path) for path in paths),
+                    "would_login": [str(path.portal) for path in paths if not self.sessions_for(path)]}
         from . import attach
         journal = attach.AttachJournal()
         before = self._fingerprint(paths)
@@ -219,13 +219,13 @@ class Connector(object):
             made = journal.sessions or journal.devices
             res["changed"] = bool(made) or self._fingerprint(paths) != before
             return res
-        except BaseException as e:
+        except BaseException as err:
             leftovers = journal.rollback(self, self.db)
-            if isinstance(e, BrickError):
+            if isinstance(err, BrickError):
                 if leftovers:
-                    e.details["leftovers"] = leftovers
+                    err.details["leftovers"] = leftovers
                 raise
-            raise AttachError("attach failed: %s" % e, leftovers=leftovers) from e
+            raise AttachError("attach failed: %s" % err, leftovers=leftovers) from err
 
     def _use_multipath(self, paths):
         if self.multipath == "off":
@@ -317,7 +317,7 @@ class Connector(object):
             what = "no session of it carries nothing" if session_only else "volume is not attached"
             if plan.kept_devices:
                 what = "nothing of volume %s is attached here (kept: %s)" % (
-                    plan.wwid, "; ".join("%s: %s" % (r.label, why) for r, why in plan.kept_devices))
+                    plan.wwid, "; ".join("%s: %s" % (ref.label, why) for ref, why in plan.kept_devices))
             return {"changed": False, "msg": what, "removed": plan.to_dict()}
         if check_mode:
             return {"changed": True, "msg": "would detach", "removed": plan.to_dict()}
