@@ -8,6 +8,8 @@ import json
 import re
 import time
 
+import pytest
+
 T = "iqn.2003-01.org.linux-iscsi.lab:target1"
 P1, P2 = "127.0.0.1:3260", "127.0.0.2:3260"
 
@@ -132,6 +134,9 @@ def test_path_lost_while_attached_then_detach(lab, ansible_lab):
     assert_clean(lab)
 
 
+# lab_slow: test_volume_safety_lab.py holds a map open in the default run (refused without force, nothing removed;
+# with force, queueing off and I/O failing at once)
+@pytest.mark.lab_slow
 def test_busy_at_detach_removes_nothing_then_force(lab, ansible_lab):
     res = module(ansible_lab, "iscsi_volume", MP)
     dm = res["device"]
