@@ -52,7 +52,9 @@ def test_failed_first_then_free_after_recovery_tmo(host):
     # the timer of this process moves it on, without anybody asking
     assert _wait(lambda: fs.read("/sys/class/iscsi_session/session2/state") == "FREE")
     assert time.monotonic() - t0 >= 0.5
-    assert fs.read("/sys/block/sdb/device/state") == "transport-offline"
+    # like the kernel (session_recovery_timedout), the timer sets FREE first and then unblocks the
+    # devices as transport-offline: a reader without the lock may see the two a moment apart
+    assert _wait(lambda: fs.read("/sys/block/sdb/device/state") == "transport-offline", timeout=5)
     assert host.maps()["dm-0"]["paths"] == {"sda": "active", "sdb": "failed"}
     assert host.sessions(portal=P1)[0]["state"] == "LOGGED_IN"
     host.path_restore(P2)
