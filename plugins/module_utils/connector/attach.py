@@ -228,6 +228,7 @@ class Attacher(object):
         prefix = "%s %s " % ("-" if channel is None else channel, "-" if target is None else target)
         start = conn.clock()
         rescans = list(RESCAN_AT)
+        pauses = backoff(conn.poll)
         self._scan(session, prefix + str(kernel_lun), deadline)
         while True:
             devs = [device for device in scsi.session_devices(conn.fs, session) if device.name and device.lun in candidates]
@@ -240,7 +241,7 @@ class Attacher(object):
                 rescans.pop(0)
                 for number in candidates:
                     self._scan(session, prefix + str(number), deadline)
-            conn.sleep(conn.poll)
+            conn.sleep(next(pauses))
 
     # -- the result ---------------------------------------------------------------------------------------------
     def _finish(self):
@@ -306,6 +307,7 @@ class Attacher(object):
         wwid = devs[0].wwid
         deadline = conn.clock() + conn.multipath_wait
         asked = False
+        pauses = backoff(conn.poll)
         while True:
             dm_map = next((m for m in (scsi.multipath_of(conn.fs, n) for n in names) if m), None)
             if dm_map is not None and set(names) <= set(dm_map.slaves) and mp.map_ready(conn.fs, dm_map):
@@ -323,7 +325,17 @@ class Attacher(object):
                                                                                        dm_map.name))
                     return dm_map
                 return None
-            conn.sleep(conn.poll)
+            conn.sleep(next(pauses))
+
+
+def backoff(poll, first=0.005):
+    """Pauses of a wait for the kernel: ``first`` seconds, doubling up to ``poll``.  A LUN that answers its scan
+    has its block device within a few ms of the write, so a flat ``poll`` (50 ms) would be most of the wait; a
+    slow one is still looked at only every ``poll`` seconds."""
+    pause = min(first, poll)
+    while True:
+        yield pause
+        pause = min(pause * 2, poll)
 
 
 def initiator_name(fs):

@@ -108,6 +108,48 @@ def test_device_never_appears_cleans_up_everything(host):
     assert host.snapshot() == before
 
 
+class FakeTime(object):
+    """A clock that only the recorded sleeps move (real time is not looked at)."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps = []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(round(seconds, 4))
+        self.now += seconds
+
+
+def test_device_wait_looks_again_after_5_ms_and_backs_off_to_the_poll(host):
+    """A LUN answers its scan within milliseconds: the first looks come after 5, 10, 20, 40 ms, then every poll
+    (here the module's 50 ms), never a flat 50 ms from the start."""
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    host.set_fault("device_never_appears", ["%s:0" % IQN])
+    fake = FakeTime()
+    c = iscsi.Connector(host.fs, host.runner(), poll=0.05, device_wait=0.5, multipath="off", login_timeout=2,
+                        clock=fake.clock, sleep=fake.sleep)
+    with pytest.raises(AttachError):
+        c.connect(iscsi.build_paths([P1], [IQN], [0]))
+    assert fake.sleeps[:6] == [0.005, 0.01, 0.02, 0.04, 0.05, 0.05]
+    assert set(fake.sleeps[4:]) == {0.05}
+    assert 0.5 <= sum(fake.sleeps) < 0.56
+
+
+@pytest.mark.parametrize("poll, first, expected", [
+    (0.05, 0.005, [0.005, 0.01, 0.02, 0.04, 0.05, 0.05]),
+    (0.01, 0.005, [0.005, 0.01, 0.01, 0.01, 0.01, 0.01]),
+    (0.002, 0.005, [0.002] * 6),  # a poll below the first pause wins
+    (1.0, 0.1, [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]),
+])
+def test_backoff_table(poll, first, expected):
+    from connector.attach import backoff
+    pauses = backoff(poll, first)
+    assert [round(next(pauses), 6) for _ in expected] == expected
+
+
 def test_lun_not_mapped_fails_cleanly(host):
     host.add_target(IQN, portals=[P1], luns={0: 64})
     before = host.snapshot()
