@@ -11,9 +11,10 @@ the same inventory, interpreter, forks (``FORKS``) and strategy (``STRATEGY``, s
 for both: the ad-hoc ``ansible`` honours it too); the ratio is audit seconds / ping seconds.
 
 Where the audit's time goes: a callback (bench/callback_plugins/bench_task_times.py) records the wall time of
-every task of both runs, summed as ``tasks_<n>``: ``argspec`` (the role's argument-spec validation, a task per
-host), ``module`` (volume_paths_facts, per host; ping's one task is ``ping_task``), ``per_host_include`` (the
-include of post.yml, evaluated per host), ``once`` (the report, built and written once on the controller) and
+every task of both runs, summed as ``tasks_<n>``: ``argspec`` (the check of the role's settings: once for
+the fleet since issue 18, a task per host before), ``module`` (volume_paths_facts, per host; ping's one task is
+``ping_task``), ``per_host_after`` (what follows the report per host: ``meta: end_role`` for the hosts with nothing to
+do, decided in the controller, and the include of post.yml for the others), ``once`` (the report, built and written once on the controller) and
 ``startup`` (the rest: ansible-playbook start, inventory, play set-up and the end).
 
 ``variants``: the audit and ping again at 200 hosts with the settings that docs/orphan_audit.md discusses for
@@ -106,15 +107,15 @@ def _timed(argv, env, cwd, times_file):
 
 def _split(total, tasks):
     """The audit's tasks summed by kind (see the module docstring)."""
-    out = {"argspec": 0.0, "module": 0.0, "per_host_include": 0.0, "once": 0.0}
+    out = {"argspec": 0.0, "module": 0.0, "per_host_after": 0.0, "once": 0.0}
     for t in tasks:
         name = t["task"]
-        if "Validating arguments" in name:
+        if "Validating arguments" in name or "Check the audit's settings" in name:
             out["argspec"] += t["s"]
         elif "Read the volume paths" in name:
             out["module"] += t["s"]
-        elif "Clean up, and fail" in name:
-            out["per_host_include"] += t["s"]
+        elif "Clean up, and fail" in name or "End the role" in name:
+            out["per_host_after"] += t["s"]
         else:
             out["once"] += t["s"]
     out["startup"] = total - sum(out.values())

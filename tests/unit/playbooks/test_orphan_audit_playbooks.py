@@ -142,6 +142,55 @@ def test_audit_report_over_three_hosts(fleet):
     assert "vda" not in txt
 
 
+def _task_hosts(out, task):
+    """The hosts that a task of the ansible-playbook output ran on (ok/changed/skipping/fatal/included lines)."""
+    block = out.split("TASK [%s]" % task, 1)
+    if len(block) == 1:
+        return None
+    block = block[1].split("TASK [", 1)[0].split("PLAY RECAP", 1)[0]
+    hosts = set(re.findall(r"^(?:ok|changed|skipping|fatal): \[([^\]]+)\]", block, re.M))
+    hosts.update(re.findall(r"^included: \S+ for (.+)$", block, re.M))
+    return {h.strip() for part in hosts for h in part.split(",")}
+
+
+def test_per_host_work_is_one_module_run(fleet):
+    """The settings are checked once for the fleet (not a task per host), and only the hosts with something to
+    do (here: fail, because of fail_on_orphans) reach the cleanup/fail tasks: the others end the role in the
+    controller, without a worker process."""
+    rc, out = fleet.play("orphan_audit.yml", "-e", "brick_orphan_audit_report_dir=" + fleet.top + "/report",
+                         "-e", "brick_orphan_audit_fail_on_orphans=true")
+    assert rc == 2, out
+    assert _task_hosts(out, "Check the audit's settings once for the fleet") == {"clean"}, out
+    assert "Validating arguments against arg spec" not in out, out
+    assert _task_hosts(out, "brick.storage.orphan_audit : Read the volume paths and orphans of the host") == {
+        "clean", "sick", "extra"}, out
+    assert _task_hosts(out, "brick.storage.orphan_audit : Clean up, and fail the hosts that must fail") == {
+        "sick", "extra"}, out
+    # without fail_on_orphans, no host has anything more to do: post.yml is not even included
+    rc, out = fleet.play("orphan_audit.yml", "-e", "brick_orphan_audit_report_dir=" + fleet.top + "/report")
+    assert rc == 0, out
+    assert _task_hosts(out, "brick.storage.orphan_audit : Clean up, and fail the hosts that must fail") is None, out
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("brick_orphan_audit_cleanup_kinds", '["dangling_link", "every_thing"]', "every_thing"),
+    ("brick_orphan_audit_fail_on_orphans", '"sometimes"', "brick_orphan_audit_fail_on_orphans"),
+    ("brick_orphan_audit_expexted", "[]", None),  # a typo is not an error of the spec: nothing to check
+])
+def test_bad_settings_fail_before_any_module_runs(fleet, setting, value, message):
+    before = dict((n, h.snapshot()) for n, h in fleet.hosts.items())
+    rc, out = fleet.play("orphan_audit.yml", "-e", "brick_orphan_audit_report_dir=" + fleet.top + "/report",
+                         "-e", '{"%s": %s}' % (setting, value))
+    if message is None:
+        assert rc == 0, out
+        return
+    assert rc == 2, out
+    assert message in out and "Validation of arguments failed" in out, out
+    assert "Read the volume paths" not in out, out
+    assert not os.path.exists(os.path.join(fleet.top, "report"))
+    assert dict((n, h.snapshot()) for n, h in fleet.hosts.items()) == before
+
+
 def test_fail_on_orphans_fails_only_the_hosts_with_orphans(fleet):
     rc, out = fleet.play("orphan_audit.yml", "-e", "brick_orphan_audit_report_dir=" + fleet.top + "/report",
                          "-e", "brick_orphan_audit_fail_on_orphans=true")
