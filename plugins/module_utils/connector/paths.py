@@ -27,14 +27,12 @@ import os
 import re
 
 from . import orphans as orphans_mod
-from . import validate
 from .errors import BrickError
 from .orphans import (  # noqa: F401
     SESSION_OK,
     cleanup_plan,
     summarize,
 )
-from .path_inputs import normalize_expected, normalize_volume  # noqa: F401
 from .luns import array_lun
 from .scsi import SEARCH_PATH, Session, block_names, dm_maps, iscsi_sessions, parse_bypath, session_devices, udev_wwid
 
@@ -246,7 +244,26 @@ def gather(fs: HostFS, volume: dict | None = None, expected: object = None, orph
 
 
 def _is_normalized(volume):
-    return isinstance(volume, dict) and all(isinstance(p, validate.Portal) for p in volume.get("portals") or [None])
+    from .validate import Portal
+    return isinstance(volume, dict) and all(isinstance(p, Portal) for p in volume.get("portals") or [None])
+
+
+# The input checks (path_inputs.py, validate.py: a fifth of the code a facts run would compile) are imported only
+# when there is input to check: the fleet audit's facts run on every host, mostly with neither volume nor expected.
+def normalize_volume(volume):
+    """``{portals, iqn, lun}`` -> ``{portals: [Portal], iqn, lun}`` (path_inputs.normalize_volume)."""
+    if volume is None:
+        return None
+    from .path_inputs import normalize_volume as normalize
+    return normalize(volume)
+
+
+def normalize_expected(expected):
+    """Expected LUNs -> ``{"wwids": set, "luns": [...]}`` or None (path_inputs.normalize_expected)."""
+    if expected is None:
+        return None
+    from .path_inputs import normalize_expected as normalize
+    return normalize(expected)
 
 
 def _same_lun(asked, kernel_lun):

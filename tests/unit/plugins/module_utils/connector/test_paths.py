@@ -474,3 +474,23 @@ def test_volume_query_with_a_wwid_leaves_out_another_volume_at_the_same_lun(mp_h
     w = gather(mp_host.fs, orphans=False)["maps"][0]["wwid"]
     v = gather(mp_host.fs, volume=dict(VOL, wwid="naa." + w[1:]), orphans=False)["volume"]
     assert len(v["devices"]) == 2 and v["foreign_devices"] == [] and v["wwid"] == w
+
+
+def test_facts_without_input_do_not_load_the_input_checks(tmp_path):
+    """The fleet audit runs the facts on every host with neither volume nor expected: validate.py and
+    path_inputs.py (a fifth of the code) are not even compiled then; they load as soon as there is input."""
+    import subprocess
+    import sys
+    code = ("import sys; from connector import paths; from connector.hostfs import HostFS; "
+            "paths.gather(HostFS(sys.argv[1])); print(sorted(m for m in sys.modules if m.startswith('connector.'))); "
+            "paths.normalize_expected(['3600140512345678901234567890abcde']); "
+            "print('connector.validate' in sys.modules, 'connector.path_inputs' in sys.modules)")
+    here = os.path.dirname(os.path.abspath(__file__))
+    top = here[:here.index(os.sep + "tests" + os.sep)]
+    env = dict(os.environ, PYTHONPATH=os.path.join(top, "plugins", "module_utils"))
+    (tmp_path / "sys" / "class" / "block").mkdir(parents=True)  # a host without any block device
+    out = subprocess.check_output([sys.executable, "-c", code, str(tmp_path)], env=env,
+                                  universal_newlines=True).splitlines()
+    assert "connector.paths" in out[0] and "connector.orphans" in out[0]
+    assert "connector.validate" not in out[0] and "connector.path_inputs" not in out[0], out[0]
+    assert out[1] == "True True"
