@@ -77,6 +77,8 @@ def _nothing_left(lab):
     assert sh(lab, "ls /dev/disk/by-path | grep iscsi || true").strip() == ""
 
 
+# lab_slow: the map case below runs the same bounded deletes of dead paths (and the flush) in the default run
+@pytest.mark.lab_slow
 def test_force_detach_of_a_single_path_volume_whose_target_is_gone_is_bounded(lab, gm, record_property):
     res, out, took = _dead_detach(lab, gm, {"portals": [P1], "iqn": [T], "lun": [1], "multipath": "off"},
                                   ["127.0.0.1"])
