@@ -87,6 +87,7 @@ class Attacher(object):
         self.use_mp = use_mp
         self.journal = journal
         self.results = []
+        self.persisted = []  # the paths whose records have the boot settings already
 
     def run(self):
         failures = PortalFailures(self.conn)
@@ -204,12 +205,16 @@ class Attacher(object):
                 return rc, msg, sessions
         return rc, msg, []
 
-    def _scan(self, session, scan, deadline):
+    def _scan(self, session, scan, deadline, meanwhile=None):
         """One LUN scan write, bounded by the device wait's deadline (a scan on a session that went into recovery
-        blocks in the kernel)."""
+        blocks in the kernel).  ``meanwhile`` runs while the kernel scans (the scan is in a forked writer)."""
         conn = self.conn
-        errors = kernel_writes.bounded_writes(conn.fs, [("/sys/class/scsi_host/host%d/scan" % session.host, scan)],
-                                              max(1.0, deadline - conn.clock()))
+        pending = kernel_writes.start_writes(conn.fs, [("/sys/class/scsi_host/host%d/scan" % session.host, scan)])
+        try:
+            if meanwhile is not None:
+                meanwhile()
+        finally:
+            errors = pending.wait(max(1.0, deadline - conn.clock()))
         if errors:
             conn.warnings.append("LUN scan on host%d (%s): %s" % (session.host, scan, list(errors.values())[0]))
 
@@ -229,7 +234,9 @@ class Attacher(object):
         start = conn.clock()
         rescans = list(RESCAN_AT)
         pauses = backoff(conn.poll)
-        self._scan(session, prefix + str(kernel_lun), deadline)
+        # the boot settings go into the record while the kernel scans (a record write is an fsync: tens of ms in
+        # a VM); a path whose LUN then does not appear gets its record back as it was (_forget_path)
+        self._scan(session, prefix + str(kernel_lun), deadline, meanwhile=lambda: self._persist([path]))
         while True:
             devs = [device for device in scsi.session_devices(conn.fs, session) if device.name and device.lun in candidates]
             if devs:
@@ -268,7 +275,7 @@ class Attacher(object):
                     raise AttachError(msg, hint="check multipathd and /etc/multipath.conf (blacklist, find_multipaths)")
                 conn.warnings.append(msg + ": returning a single path device, performance and resilience are degraded")
                 devs = devs[:1]
-        self.db.persist_boot_settings([outcome["path"] for outcome in good])
+        self._persist([outcome["path"] for outcome in good])
         return conn.describe(self.paths, devs, dm_map, changed=True)
 
     def _fail(self, failed):
@@ -279,6 +286,19 @@ class Attacher(object):
         raise AttachError("volume not attached: %s" % errors,
                           hint="check that the LUN is mapped to this initiator, %s, in the target's ACL"
                                % initiator_name(self.conn.fs))
+
+    def _persist(self, paths):
+        """The next login's settings into the records of ``paths``, once per path (no command)."""
+        todo = [path for path in paths if path not in self.persisted]
+        self.persisted.extend(todo)
+        if not todo:
+            return
+        for path in todo:
+            # a record that prepare() did not save (its session was up already): saved now, so that a failure
+            # puts it back as it was
+            if path not in self.journal.nodes and not any(item[0] is path for item in self.journal.saved):
+                self.journal.saved.extend((path, f, self.conn.fs.read_raw(f)) for f in self.db.record_files(path))
+        self.db.persist_boot_settings(todo)
 
     def _forget_path(self, result):
         """A portal that failed: report it, and drop what we created for it (node record; a session without our
@@ -296,7 +316,9 @@ class Attacher(object):
         if path in self.journal.nodes and not conn.sessions_for(path):
             self.db.delete(path)
             self.journal.nodes.remove(path)
-        if not conn.sessions_for(path):
+        if not conn.sessions_for(path) or path in self.persisted:
+            # (a record that got the boot settings while its LUN was scanned is put back even when a session of
+            # someone else's stays on it: the record is theirs)
             self.db.restore(self.journal, path)
 
     def _wait_map(self, devs, live):

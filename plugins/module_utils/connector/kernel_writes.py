@@ -24,13 +24,34 @@ def bounded_writes(fs: HostFS, writes: list[tuple[str, str]], timeout: float, cl
     forked child closes every inherited file descriptor first, so even one that never comes back holds nothing of
     the module's.  No command runs (no exec).  ``writes`` is a list of (path, data).  Returns {path: error} for the
     writes that failed ("timeout" for those that did not finish); {} when every write worked."""
-    import time
+    return start_writes(fs, writes).wait(timeout, clock, sleep)
+
+
+class PendingWrites(object):
+    """Writes that started in forked children (start_writes); ``wait()`` reaps them, bounded."""
+
+    def __init__(self, kids: dict[int, str], errors: dict[str, str] | None = None):
+        self.kids = kids
+        self.errors = errors or {}
+
+    def wait(self, timeout: float, clock: Callable[[], float] | None = None,
+             sleep: Callable[[float], None] | None = None) -> dict[str, str]:
+        """{path: error} of the writes that failed or did not finish within ``timeout`` seconds from now."""
+        import time
+        if self.kids:
+            self.errors.update(_reap(self.kids, clock or time.monotonic, sleep or time.sleep, timeout))
+            self.kids = {}
+        return self.errors
+
+
+def start_writes(fs: HostFS, writes: list[tuple[str, str]]) -> PendingWrites:
+    """Start ``writes`` (as bounded_writes does) and return at once: the caller does other work while the kernel
+    handles them (a LUN scan takes tens of ms), then calls ``wait()``."""
     if not writes:
-        return {}
+        return PendingWrites({})
     if not hasattr(os, "fork"):
-        return _write_in_process(fs, writes)
-    kids = {_fork_writer(fs, path, data): path for path, data in writes}
-    return _reap(kids, clock or time.monotonic, sleep or time.sleep, timeout)
+        return PendingWrites({}, _write_in_process(fs, writes))
+    return PendingWrites({_fork_writer(fs, path, data): path for path, data in writes})
 
 
 def _write_in_process(fs: HostFS, writes: list[tuple[str, str]]) -> dict[str, str]:

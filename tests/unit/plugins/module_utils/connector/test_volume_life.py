@@ -333,6 +333,41 @@ def test_a_failed_attach_puts_back_the_record_that_was_there(host):
     assert _records(host) == before
 
 
+def test_a_lun_that_never_appears_on_a_session_that_stays_puts_back_the_record(host):
+    """Someone else's session on the portal (LUN 0 attached, not by us) stays up when our LUN 5 never appears:
+    their record is put back byte for byte, not left with our attach bounds or our boot settings."""
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    conn(host, multipath="off").connect(paths([P1], lun=0))
+    base = ["-m", "node", "-T", IQN, "-p", P1]
+    host.run("iscsiadm", *(base + ["--op", "update", "-n", "node.session.scan", "-v", "manual",
+                                   "-n", "node.conn[0].timeo.login_timeout", "-v", "42"]))
+    before, sessions, disks = _records(host), host.sessions(), sorted(host.disks())
+    with pytest.raises(AttachError):
+        conn(host, multipath="off", device_wait=0.3).connect(paths([P1], lun=5))
+    assert _records(host) == before
+    assert host.sessions() == sessions and sorted(host.disks()) == disks
+
+
+def test_the_boot_settings_are_written_while_the_kernel_scans_the_lun(host):
+    """The record write (an fsync) overlaps the LUN scan instead of following the device wait: when it runs, the
+    scan write has not returned yet (a slow scan of 0.3 s here), and the attach takes the scan's time, not the
+    scan's plus the write's."""
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    host.set_fault("slow_sysfs", {"scan": 0.3})
+    c = conn(host, multipath="off")
+    seen = []
+    persist = c.db.persist_boot_settings
+
+    def watching(paths_):
+        seen.append(sorted(host.disks()))
+        persist(paths_)
+    c.db.persist_boot_settings = watching
+    res = c.connect(paths([P1]))
+    assert res["changed"] and seen == [[]], seen  # once, before the LUN's disk existed
+    for text in _records(host).values():
+        assert _setting(text, "node.session.scan") == "auto"
+
+
 def test_a_dead_portal_keeps_its_old_record_while_the_other_one_attaches(host):
     host.add_target(IQN, portals=[P1, P2], luns={0: 64})
     host.run("iscsiadm", "-m", "node", "-T", IQN, "-p", P2, "--op", "new")
