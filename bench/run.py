@@ -247,8 +247,8 @@ def _audit_table(r, add):
         return
     add("Orphan audit vs `ansible -m ping`, simulated hosts, local connection, forks %s, strategy %s, least of %s "
         "(seconds; where the audit's time goes, from its task times)" % (r.get("forks"), r.get("strategy"), r.get("repeats")))
-    add("| hosts | ping | audit | audit/ping | target | ping's task | module task | argspec task | "
-        "post.yml include | report (once) | start-up and end |")
+    add("| hosts | ping | audit | audit/ping | target | ping's task | module task | settings check | "
+        "per host after the report | report (once) | start-up and end |")
     add("|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for n in r.get("sizes") or (50, 200):
         if "ratio_vs_ping_%d" % n not in r:
@@ -259,7 +259,7 @@ def _audit_table(r, add):
         add("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |"
             % (n, _f(r.get("ping_s_%d" % n), 1), _f(r.get("audit_s_%d" % n), 1), _f(ratio, 2), target,
                _f(r.get("ping_task_s_%d" % n), 1), _f(t.get("module"), 1), _f(t.get("argspec"), 1),
-               _f(t.get("per_host_include"), 1), _f(t.get("once"), 1), _f(t.get("startup"), 1)))
+               _f(t.get("per_host_after", t.get("per_host_include")), 1), _f(t.get("once"), 1), _f(t.get("startup"), 1)))
     v = r.get("variants") or {}
     if v:
         add("Same %s hosts, other settings (ping under the same settings): " % r.get("variants_hosts")
