@@ -234,9 +234,12 @@ class Attacher(object):
         start = conn.clock()
         rescans = list(RESCAN_AT)
         pauses = backoff(conn.poll)
-        # the boot settings go into the record while the kernel scans (a record write is an fsync: tens of ms in
-        # a VM); a path whose LUN then does not appear gets its record back as it was (_forget_path)
-        self._scan(session, prefix + str(kernel_lun), deadline, meanwhile=lambda: self._persist([path]))
+        # one path at a time: the boot settings go into the record while the kernel scans (a record write is an
+        # fsync: tens of ms in a VM); a path whose LUN then does not appear gets its record back as it was
+        # (_forget_path).  Portals attached in parallel threads get theirs in _finish, from one thread: the node
+        # lock (a HostLock in the modules) is one object, held by one thread at a time.
+        meanwhile = (lambda: self._persist([path])) if self._one_at_a_time() else None
+        self._scan(session, prefix + str(kernel_lun), deadline, meanwhile=meanwhile)
         while True:
             devs = [device for device in scsi.session_devices(conn.fs, session) if device.name and device.lun in candidates]
             if devs:
@@ -286,6 +289,10 @@ class Attacher(object):
         raise AttachError("volume not attached: %s" % errors,
                           hint="check that the LUN is mapped to this initiator, %s, in the target's ACL"
                                % initiator_name(self.conn.fs))
+
+    def _one_at_a_time(self):
+        """Whether the paths are attached one after the other (no other thread of this attach runs)."""
+        return not self.use_mp or len(self.paths) == 1
 
     def _persist(self, paths):
         """The next login's settings into the records of ``paths``, once per path (no command)."""

@@ -21,8 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(HERE))))
 
 
 def _plugin():
-    spec = importlib.util.spec_from_file_location("brick_report_files", os.path.join(REPO, "plugins", "action",
-                                                                                    "report_files.py"))
+    source = os.path.join(REPO, "plugins", "action", "report_files.py")
+    spec = importlib.util.spec_from_file_location("brick_report_files", source)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

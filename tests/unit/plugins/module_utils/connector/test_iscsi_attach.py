@@ -147,7 +147,7 @@ def test_device_wait_looks_again_after_5_ms_and_backs_off_to_the_poll(host):
 def test_backoff_table(poll, first, expected):
     from connector.attach import backoff
     pauses = backoff(poll, first)
-    assert [round(next(pauses), 6) for _ in expected] == expected
+    assert [round(next(pauses), 6) for _step in expected] == expected
 
 
 def test_lun_not_mapped_fails_cleanly(host):

@@ -368,6 +368,31 @@ def test_the_boot_settings_are_written_while_the_kernel_scans_the_lun(host):
         assert _setting(text, "node.session.scan") == "auto"
 
 
+def test_parallel_portals_with_the_modules_host_lock_all_get_their_boot_settings(host, tmp_path):
+    """With multipath the portals are attached in parallel threads, and the modules' node lock is a HostLock: one
+    object that is not re-entrant.  Every record still gets the boot settings, with no warning."""
+    from connector.lock import HostLock
+
+    class SlowHostLock(HostLock):
+        def acquire(self):  # held for 0.3 s: both scans (0.5 s each) overlap a holder
+            waited = super().acquire()
+            time.sleep(0.3)
+            return waited
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    host.set_fault("slow_sysfs", {"scan": 0.5})
+    lock_dir = tmp_path / "locks"
+    lock_dir.mkdir(mode=0o700)
+    c = conn(host, node_lock=SlowHostLock("iscsi-node-db", lock_dir=str(lock_dir), timeout=5))
+    res = c.connect(paths([P1, P2]))
+    assert res["changed"] and len(res["paths"]) == 2 and c.warnings == [], c.warnings
+    assert len(c.runner.history) == 6
+    recs = _records(host)
+    assert len(recs) == 2
+    for text in recs.values():
+        assert _setting(text, "node.session.scan") == "auto"
+        assert _setting(text, "node.conn[0].timeo.login_timeout") == "15"
+
+
 def test_a_dead_portal_keeps_its_old_record_while_the_other_one_attaches(host):
     host.add_target(IQN, portals=[P1, P2], luns={0: 64})
     host.run("iscsiadm", "-m", "node", "-T", IQN, "-p", P2, "--op", "new")
