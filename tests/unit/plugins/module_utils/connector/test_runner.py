@@ -52,14 +52,25 @@ def test_timeout_kills_grandchildren_too(tmp_path):
     with pytest.raises(CommandTimeout):
         r.run([sys.executable, "-c", script], timeout=1.0)
     pid = int(pidfile.read_text())
-    for _poll in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+    for _poll in range(500):  # up to 10 s: on a loaded machine its new parent may reap it late
+        if not _alive(pid):
             break
         time.sleep(0.02)
     else:
         pytest.fail("grandchild %d survived" % pid)
+
+
+def _alive(pid):
+    """Running, not just a zombie that its (new) parent has not reaped yet: a killed process is dead."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 @pytest.mark.parametrize("retries,delay,factor,cap,expected", [
