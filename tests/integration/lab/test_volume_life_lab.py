@@ -97,6 +97,9 @@ def test_force_detach_of_a_map_whose_paths_are_all_gone_is_bounded(lab, gm, reco
 
 
 # -- a dead portal on re-runs -----------------------------------------------------------------------------
+# lab_slow: test_one_path_down_during_attach runs an attach with a black-holed portal on the lab in the default run;
+# the re-runs that report no change are test_volume_life.py's on the simulator
+@pytest.mark.lab_slow
 def test_reruns_with_a_blocked_portal_report_no_change(lab, gm):
     lab.target("block-portal", "127.0.0.2")
     vol = {"portals": [P1, P2], "iqn": [T], "lun": [0]}
