@@ -5,17 +5,19 @@
 
 The orphan audit wrote its two report files with file + copy + template, three module runs on localhost: about
 2 s of a 13 s audit of 50 hosts (bench/bench_audit.py). Writing a few files needs no module: this action does it
-where it runs, atomically (a temporary file in the same directory, fsync, rename), and only when the content
-differs."""
+where it runs, atomically (HostFS.write_private: a temporary file in the same directory, fsync, rename), and only
+when the content differs."""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import stat
 
 from ansible.errors import AnsibleActionFail
-from ansible.module_utils.common.text.converters import to_bytes, to_text
+from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
+
+from ansible_collections.brick.storage.plugins.module_utils.connector.hostfs import HostFS
 
 
 def _check_name(name):
@@ -36,28 +38,13 @@ def _mode(value):
 
 def _same(path, data, mode):
     try:
-        st = os.lstat(path)
-        if not os.path.isfile(path) or os.path.islink(path) or (st.st_mode & 0o777) != mode or st.st_size != len(data):
+        st = os.lstat(path)  # a link is not a regular file here: it is replaced, never followed
+        if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != mode or st.st_size != len(data):
             return False
         with open(path, "rb") as f:
             return f.read() == data
     except OSError:
         return False
-
-
-def _write(path, data, mode):
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class ActionModule(ActionBase):
@@ -81,18 +68,18 @@ class ActionModule(ActionBase):
             if not isinstance(content, str):
                 raise AnsibleActionFail("report_files: the content of %s must be a string" % _check_name(name))
             path = os.path.join(dest, _check_name(name))
-            data = to_bytes(content, errors="surrogate_or_strict")
-            todo.append((path, data, not _same(path, data, mode)))
-        written = [path for path, _data, change in todo if change]
-        result.update(changed=bool(written), dest=dest, files=[path for path, _data, _change in todo],
+            todo.append((path, content, not _same(path, content.encode("utf-8"), mode)))
+        written = [path for path, _content, change in todo if change]
+        result.update(changed=bool(written), dest=dest, files=[path for path, _content, _change in todo],
                       written=written)
         if self._task.check_mode or not written:
             return result
+        fs = HostFS("/")
         try:
             os.makedirs(dest, mode=0o755, exist_ok=True)
-            for path, data, change in todo:
+            for path, content, change in todo:
                 if change:
-                    _write(path, data, mode)
+                    fs.write_private(path, content, mode=mode)  # temporary file, fsync, rename
         except OSError as e:
             raise AnsibleActionFail("report_files: cannot write in %s: %s" % (dest, to_text(e.strerror or e))) from e
         return result
