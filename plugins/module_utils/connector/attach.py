@@ -187,7 +187,7 @@ class Attacher(object):
         """A portal given as a host name with several addresses: when the login to the first one fails, try the
         others in order (a name with an IPv6 address the target does not listen on, say).  The node record made
         for a failed address is dropped again."""
-        from .iscsi import Path
+        from .volume import Path
         conn = self.conn
         for addr in path.aliases:
             if addr == path.portal:

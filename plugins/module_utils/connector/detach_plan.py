@@ -190,7 +190,7 @@ def _plan_sessions(fs, plan, matched):
 
 def _plan_nodes(plan, paths, matched, node_exists):
     """Node records of the sessions that are logged out, and of requested paths that have no session."""
-    from .iscsi import Path  # iscsi imports this module
+    from .volume import Path
     keys = []
     for path, session in matched:
         if session in plan.logout:

@@ -30,40 +30,13 @@ from .chap import Auth
 from .errors import AttachError, BrickError, CommandError, InvalidInput
 from .iscsiadm import NodeDB
 from .matching import address_key, session_matches
+from .volume import Path
 
 if TYPE_CHECKING:
     from .detach_plan import DetachPlan
     from .runner import Result
     from .scsi import DmMap, ScsiDevice, Session
     from .validate import Portal
-
-
-class Path(object):
-    """One (portal, iqn, lun) of a volume.  ``aliases`` are the other addresses of a portal given as a host name
-    (sessions on any of them are this path's); ``lun`` is None for a session-only logout."""
-
-    __slots__ = ("portal", "iqn", "lun", "aliases", "name")
-
-    def __init__(self, portal: Portal | None, iqn: str, lun: int | None, aliases: Iterable[Portal] = (),
-                 name: str | None = None) -> None:
-        self.portal = portal
-        self.iqn = iqn
-        self.lun = lun
-        self.aliases = list(aliases)
-        self.name = name  # the host name the portal was given as, if any
-
-    def addresses(self) -> list[Portal]:
-        return ([self.portal] if self.portal is not None else []) + [address for address in self.aliases if address != self.portal]
-
-    def key(self) -> tuple:
-        if self.portal is None:
-            return (None, self.iqn.lower())
-        return (address_key(self.portal.host), self.portal.port, self.iqn.lower())
-
-    def __repr__(self):
-        if self.lun is None:
-            return "%s %s" % (self.portal, self.iqn)
-        return "%s %s lun %d" % (self.portal, self.iqn, self.lun)
 
 
 class Connector(object):
