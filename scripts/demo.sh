@@ -62,9 +62,11 @@ step "start the lab"
 LAB_STARTED=1
 bash tests/lab/boot.sh start
 
-# deploy_image.yml overwrites volumes: it has no default hosts, brick_hosts names them
-step "ansible-playbook -i $INVENTORY $PLAYBOOK -e brick_hosts=iscsi_lab ${EXTRA[*]:-}"
-ansible-playbook -i "$INVENTORY" "$PLAYBOOK" -e brick_hosts=iscsi_lab "${EXTRA[@]}"
+# deploy_image.yml overwrites volumes: it has no default hosts (brick_hosts names them), it writes onto the volume
+# named only (brick_deploy_volume: the lab has two), and it makes the test image only on the opt-in
+DEMO_VARS=(-e brick_hosts=iscsi_lab -e brick_deploy_volume=lab-lun0 -e brick_deploy_test_image=true)
+step "ansible-playbook -i $INVENTORY $PLAYBOOK ${DEMO_VARS[*]} ${EXTRA[*]:-}"
+ansible-playbook -i "$INVENTORY" "$PLAYBOOK" "${DEMO_VARS[@]}" "${EXTRA[@]}"
 
 step "done"
 if [ "$KEEP_LAB" = 1 ]; then

@@ -19,6 +19,12 @@ Commands:
 
 A record (brick_deploy_state_dir/<wwid>[-part<N>].json) says which image this flow wrote to which volume, and the
 sha256 of sample blocks of it read back afterwards: a re-run reads those few MiB instead of the whole image.
+
+Checksums: every form Bifrost and Ironic use (ALGO:HEX, a bare hex digest, ALGO:URL and a bare URL of a checksum
+file, sha512 too) is resolved to ALGO:HEX first (a checksum file is fetched and the image's line found by its file
+name) and verified for URL sources (by get_url) and path sources (here) alike. The write checks, right before it
+starts, that the target still reports the volume's WWID (sysfs device/wwid, or the map's dm/uuid). Every command has
+a timeout (COMMAND_TIMEOUT, the request's ``command_timeout``; a long job's ``timeout``).
 """
 
 import errno
@@ -27,9 +33,11 @@ import json
 import mmap
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 MIB = 1024 * 1024
@@ -40,6 +48,13 @@ CHUNK = 4 * MIB
 BLKFLSBUF = 0x1261
 SCHEMA = 1
 QCOW2_MAGIC = b"QFI\xfb"
+# seconds a short command may take (wipefs, qemu-img info, a sample comparison), and a checksum file's download;
+# the request's command_timeout overrides it. A long job (write, compare) is bounded by the request's timeout.
+COMMAND_TIMEOUT = 300
+# sysfs (the tests point it to a fake tree)
+SYS_ROOT = "/sys"
+DIGEST_ALGOS = {32: "md5", 40: "sha1", 56: "sha224", 64: "sha256", 96: "sha384", 128: "sha512"}
+URL_RX = re.compile(r"^(https?|ftp|file)://", re.I)
 
 
 class Fail(Exception):
@@ -54,13 +69,32 @@ def now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def run(argv, **kw):
+def kill_group(proc):
     try:
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, **kw)
-        out, err = p.communicate()
-        return p.returncode, out, err
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def run(argv, timeout=None, **kw):
+    """(rc, stdout, stderr); the command and its children are killed after ``timeout`` (COMMAND_TIMEOUT) seconds:
+    rc 124 and a message that says so (a queueing map with no path blocks a reader for ever)."""
+    seconds = COMMAND_TIMEOUT if timeout is None else timeout
+    try:
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                             start_new_session=True, **kw)
     except OSError as e:
         return 127, "", "%s: %s" % (argv[0], e)
+    try:
+        out, err = p.communicate(timeout=seconds)
+        return p.returncode, out, err
+    except subprocess.TimeoutExpired:
+        kill_group(p)
+        try:
+            p.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass  # stuck in the kernel (D state): not waited for
+        return 124, "", "%s: no answer within %g s (killed)" % (os.path.basename(argv[0]), seconds)
 
 
 def which(name):
@@ -121,11 +155,27 @@ PCT_RX = re.compile(r"\(\s*([0-9.]+)/100%\)")
 BYTES_RX = re.compile(r"^\s*([0-9]+) bytes")
 
 
-def run_with_progress(argv, progress, phase, total=None):
+def run_with_progress(argv, progress, phase, total=None, timeout=None):
     """Run a command that reports progress on stdout/stderr (qemu-img -p: "(12.50/100%)" separated by CR; dd
-    status=progress: "N bytes ... copied" separated by CR); return (rc, stderr text without progress)."""
+    status=progress: "N bytes ... copied" separated by CR); return (rc, stderr text without progress). After
+    ``timeout`` seconds (default: none given, COMMAND_TIMEOUT x 24) the command is killed: rc 124."""
     progress.set(phase, 0)
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seconds = float(timeout) if timeout else COMMAND_TIMEOUT * 24
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    expired = []
+    timer = threading.Timer(seconds, lambda: (expired.append(True), kill_group(p)))
+    timer.daemon = True
+    timer.start()
+    try:
+        rc, text = _progress_loop(p, progress, phase, total)
+    finally:
+        timer.cancel()
+    if expired:
+        return 124, ("%s: no end within %g s (killed)\n%s" % (os.path.basename(argv[0]), seconds, text)).strip()
+    return rc, text
+
+
+def _progress_loop(p, progress, phase, total):
     buf, keep = b"", []
     while True:
         chunk = p.stdout.read1(4096) if hasattr(p.stdout, "read1") else os.read(p.stdout.fileno(), 4096)
@@ -160,7 +210,7 @@ def block_info(target):
     if not stat.S_ISBLK(st.st_mode):
         raise Fail("%s is not a block device" % target)
     name = os.path.basename(os.path.realpath(target))
-    sysdir = "/sys/class/block/%s" % name
+    sysdir = "%s/class/block/%s" % (SYS_ROOT, name)
     fd = os.open(target, os.O_RDONLY)
     try:
         size = os.lseek(fd, 0, os.SEEK_END)
@@ -171,7 +221,7 @@ def block_info(target):
         with open(sysdir + "/start") as f:
             start = int(f.read().strip()) * 512
         parent = os.path.basename(os.path.dirname(os.path.realpath(sysdir)))
-        qdir = "/sys/class/block/%s/queue" % parent
+        qdir = "%s/class/block/%s/queue" % (SYS_ROOT, parent)
     except (IOError, OSError, ValueError):
         qdir = sysdir + "/queue"
     try:
@@ -180,6 +230,53 @@ def block_info(target):
     except (IOError, OSError, ValueError):
         ss = 512
     return size, ss, start, name
+
+
+def udev_wwid(sysfs_wwid):
+    """The udev/multipath form (3600140...) of a sysfs device/wwid (naa.600140...), as the connector makes it."""
+    text = (sysfs_wwid or "").strip()
+    if not text:
+        return None
+    for prefix, digit in (("naa.", "3"), ("eui.", "2"), ("t10.", "1")):
+        if text.startswith(prefix):
+            return digit + text[len(prefix):]
+    if re.match(r"^[0-9a-fA-F]{2,}$", text):
+        return text  # given in the udev form already
+    return "8" + text
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except (IOError, OSError):
+        return None
+
+
+def target_wwid(name):
+    """The WWID the block device ``name`` (sdX, sdXN, dm-N, a partition map of one) reports now, from sysfs:
+    a dm map's dm/uuid (mpath-WWID, partN-mpath-WWID), else the SCSI disk's device/wwid (a partition's disk)."""
+    node = "%s/class/block/%s" % (SYS_ROOT, name)
+    uuid = read_text(node + "/dm/uuid")
+    if uuid is not None:
+        m = re.match(r"^(?:part[0-9]+-)?mpath-(\S+)$", uuid)
+        return m.group(1) if m else None
+    disk = os.path.dirname(os.path.realpath(node)) if os.path.exists(node + "/partition") else node
+    return udev_wwid(read_text(disk + "/device/wwid"))
+
+
+def check_target_wwid(target, name, want, volume):
+    """Fail unless ``target`` (kernel name ``name``) reports the volume's WWID ``want`` now: the device found
+    earlier in the play may have been re-used by another volume (a LUN re-mapped, a name given again)."""
+    if not want:
+        raise Fail("the WWID of volume %s is unknown, so nothing proves that %s is that volume: nothing was "
+                   "written. Attach it again (the attach reports its WWID) or give its wwid in brick_volumes"
+                   % (volume or "?", target))
+    have = target_wwid(name)
+    if not have or have.lower() != udev_wwid(want).lower():
+        raise Fail("%s (%s) reports WWID %s now, not %s of volume %s: nothing was written. The device was "
+                   "re-used or the LUN re-mapped since the attach; detach and attach the volume again"
+                   % (target, name, have or "none", want, volume or "?"))
 
 
 def flush_buffers(target):
@@ -316,6 +413,56 @@ def norm_checksum(text):
     return "%s:%s" % (algo, text.lower())
 
 
+def checksum_file_entry(text, name, where):
+    """(algorithm or None, hex) of ``name`` in a checksum file: GNU (``HEX  name``, ``HEX *name``), BSD
+    (``SHA256 (name) = HEX``), or a file of one bare digest."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    for line in lines:
+        m = re.match(r"^(\w+)\s*\((.+)\)\s*=\s*([0-9a-fA-F]+)$", line)
+        if m and os.path.basename(m.group(2).strip()) == name:
+            return m.group(1).lower().replace("-", ""), m.group(3).lower()
+        m = re.match(r"^([0-9a-fA-F]+)\s+\*?(.+)$", line)
+        if m and os.path.basename(m.group(2).strip()) == name:
+            return None, m.group(1).lower()
+    if len(lines) == 1 and re.match(r"^[0-9a-fA-F]+$", lines[0]):
+        return None, lines[0].lower()
+    raise Fail("the checksum file %s has no line for %s (it lists %d entries): check brick_image_checksum"
+               % (where, name, len(lines)))
+
+
+def fetch_checksum_file(url):
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=COMMAND_TIMEOUT) as resp:
+            return resp.read(4 * MIB).decode("utf-8", "replace")
+    except (IOError, OSError, ValueError) as e:
+        raise Fail("image checksum: cannot read the checksum file %s: %s" % (url, e)) from None
+
+
+def resolve_checksum(text, name):
+    """ALGO:HEX of every form Bifrost and Ironic use: ALGO:HEX, a bare hex digest (the algorithm from its length),
+    ALGO:URL or a bare URL of a checksum file (fetched; the line of ``name``, the image's file name). "" = none."""
+    text = (text or "").strip()
+    if not text:
+        return ""
+    algo, value = None, text
+    if not URL_RX.match(text) and ":" in text:
+        algo, value = [part.strip() for part in text.split(":", 1)]
+        algo = algo.lower()
+    if URL_RX.match(value):
+        file_algo, digest = checksum_file_entry(fetch_checksum_file(value), name, value)
+        algo = algo or file_algo
+    else:
+        digest = value.lower()
+    algo = algo or DIGEST_ALGOS.get(len(digest))
+    if not re.match(r"^[0-9a-f]+$", digest) or not algo:
+        raise Fail("image checksum %r: give ALGORITHM:HEX (sha256:..., sha512:..., md5:...), a hex digest, or "
+                   "the URL of a checksum file (ALGORITHM:URL or the bare URL)" % text)
+    if algo not in hashlib.algorithms_available or hashlib.new(algo).digest_size * 2 != len(digest):
+        raise Fail("image checksum %r: %s is not a %s digest (%d hex digits)" % (text, digest, algo, len(digest)))
+    return "%s:%s" % (algo, digest)
+
+
 def file_digest(path, algo="sha256"):
     h = hashlib.new(algo)
     with open(path, "rb") as f:
@@ -351,6 +498,30 @@ def qemu_info(path):
     return json.loads(out)
 
 
+def urllib_path(url):
+    import urllib.parse
+    return urllib.parse.urlsplit(url).path
+
+
+def download_is_current(req, path, url, given, res):
+    """Whether the cached download of ``url`` is current (its marker: URL, checksum, size, mtime); False asks for
+    a download (res["download"]). After a download the marker is written (not in check mode)."""
+    marker_path = req.get("marker")
+    marker = load_json(marker_path) if marker_path else None
+    st = os.stat(path) if os.path.isfile(path) else None
+    current = (st is not None and marker is not None and marker.get("url") == url
+               and marker.get("checksum") == given and marker.get("size") == st.st_size
+               and marker.get("mtime_ns") == st.st_mtime_ns)
+    if not current and not req.get("downloaded"):
+        res.update(download=True, exists=st is not None)
+        return False
+    if not current and not req.get("check_mode"):
+        write_json(marker_path, {"url": url, "checksum": given, "size": st.st_size,
+                                 "mtime_ns": st.st_mtime_ns, "downloaded": now()})
+        res["cache_written"] = True
+    return True
+
+
 def cmd_image(req):
     path = req["path"]
     res = {"path": path, "made_test_image": False, "cache_written": False, "download": False,
@@ -365,21 +536,12 @@ def cmd_image(req):
             make_test_image(path, size)
             res["made_test_image"] = True
     url = req.get("url")
-    given = norm_checksum(req.get("checksum"))
-    marker_path = req.get("marker")
-    if url:
-        marker = load_json(marker_path) if marker_path else None
-        st = os.stat(path) if os.path.isfile(path) else None
-        current = (st is not None and marker is not None and marker.get("url") == url
-                   and marker.get("checksum") == given and marker.get("size") == st.st_size
-                   and marker.get("mtime_ns") == st.st_mtime_ns)
-        if not current and not req.get("downloaded"):
-            res.update(download=True, exists=st is not None)
-            return res
-        if not current and not check:
-            write_json(marker_path, {"url": url, "checksum": given, "size": st.st_size,
-                                     "mtime_ns": st.st_mtime_ns, "downloaded": now()})
-            res["cache_written"] = True
+    # the checksum as ALGO:HEX (a checksum file is looked up by the image's file name: the URL's, or the path's)
+    given = resolve_checksum(req.get("checksum"), os.path.basename(
+        urllib_path(url) if url else path.rstrip("/")))
+    res["get_url_checksum"] = given
+    if url and not download_is_current(req, path, url, given, res):
+        return res
     if not os.path.exists(path):
         res["exists"] = False
         return res
@@ -416,24 +578,29 @@ def cmd_image(req):
     else:
         res["virtual_size"] = st.st_size
     res["format"] = fmt
-    # identity: the checksum given (get_url has verified it for a URL), else a sha256 kept by size and mtime
+    res["identity"] = image_identity(req, path, st, given, res)
+    return res
+
+
+def image_identity(req, path, st, given, res):
+    """The image's identity: the checksum given (ALGO:HEX; get_url has verified it for a URL), or the file's digest
+    (its algorithm, sha256 without one) kept by size and mtime, which must equal the checksum given."""
+    if req.get("url") and given:  # get_url has verified it (or the marker says the download did)
+        return given
     cache = load_json(req["sum_cache"]) if req.get("sum_cache") else None
     key = {"path": os.path.realpath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    if url and given and "/" not in given:
-        res["identity"] = given
+    algo = given.split(":", 1)[0] if given else "sha256"
+    if cache and all(cache.get(k) == v for k, v in key.items()) and cache.get("algo") == algo:
+        identity = "%s:%s" % (algo, cache["digest"])
     else:
-        algo = given.split(":", 1)[0] if given and "/" not in given else "sha256"
-        if cache and all(cache.get(k) == v for k, v in key.items()) and cache.get("algo") == algo:
-            res["identity"] = "%s:%s" % (algo, cache["digest"])
-        else:
-            digest = file_digest(path, algo)
-            res["identity"] = "%s:%s" % (algo, digest)
-            if req.get("sum_cache") and not check:
-                write_json(req["sum_cache"], dict(key, algo=algo, digest=digest))
-                res["cache_written"] = True
-        if given and "/" not in given and res["identity"] != given:
-            raise Fail("%s has %s, not the checksum given (brick_image_checksum %s)" % (path, res["identity"], given))
-    return res
+        digest = file_digest(path, algo)
+        identity = "%s:%s" % (algo, digest)
+        if req.get("sum_cache") and not req.get("check_mode"):
+            write_json(req["sum_cache"], dict(key, algo=algo, digest=digest))
+            res["cache_written"] = True
+    if given and identity != given:
+        raise Fail("%s has %s, not the checksum given (brick_image_checksum %s)" % (path, identity, given))
+    return identity
 
 
 # ------------------------------------------------------------------------------------------------ plan
@@ -503,7 +670,7 @@ def compare_full(req, progress, phase):
                     "driver=%s,file.driver=file,file.filename=%s" % (img["format"], escape_opt(img["path"])),
                     "driver=raw,size=%d,file.driver=host_device,file.filename=%s"
                     % (img["virtual_size"], escape_opt(target))]
-        rc, err = run_with_progress(argv, progress, phase)
+        rc, err = run_with_progress(argv, progress, phase, timeout=req.get("timeout"))
         READ["target"] += img["virtual_size"]  # at most; qemu-img stops at the first difference
         if rc == 0:
             return True
@@ -605,14 +772,10 @@ def cmd_write(req):
     progress = Progress(req.get("progress"))
     target, img = req["target"], req["image"]
     try:
-        size, ss, start, _n = block_info(target)
+        size, ss, start, name = block_info(target)
         if img["virtual_size"] > size:
             raise Fail("the image (%d bytes) is larger than %s (%d bytes)" % (img["virtual_size"], target, size))
-        # the old record is void from the first written byte on
-        if req.get("record") and os.path.exists(req["record"]):
-            os.unlink(req["record"])
         writer = req.get("writer", "qemu-img")
-        t0 = time.time()
         if writer == "qemu-img":
             argv = [which("qemu-img") or "qemu-img", "convert", "-p", "-n", "-f", img["format"], "-O", "raw",
                     "-t", "none", img["path"], target]
@@ -621,7 +784,13 @@ def cmd_write(req):
                 raise Fail("dd writes raw images only; %s is %s" % (img["path"], img["format"]))
             argv = ["dd", "if=%s" % img["path"], "of=%s" % target, "bs=4M", "conv=fsync", "oflag=direct",
                     "status=progress"]
-        rc, err = run_with_progress(argv, progress, "write", total=img["virtual_size"])
+        # the last look before the first byte: the target is still the volume (by its WWID)
+        check_target_wwid(target, name, req.get("wwid"), req.get("volume"))
+        # the old record is void from the first written byte on
+        if req.get("record") and os.path.exists(req["record"]):
+            os.unlink(req["record"])
+        t0 = time.time()
+        rc, err = run_with_progress(argv, progress, "write", total=img["virtual_size"], timeout=req.get("timeout"))
         if rc != 0:
             raise Fail("%s failed (exit %d): %s" % (argv[0], rc, err))
         res = {"written": True, "write_seconds": round(time.time() - t0, 1), "verified": "none"}
@@ -686,11 +855,15 @@ COMMANDS = {"image": cmd_image, "plan": cmd_plan, "compare": cmd_compare, "write
 
 
 def main(argv):
+    global COMMAND_TIMEOUT
     if len(argv) != 3 or argv[1] not in COMMANDS:
         sys.stderr.write("usage: deploy_helper.py {%s} REQUEST_JSON\n" % "|".join(sorted(COMMANDS)))
         return 2
     try:
-        res = COMMANDS[argv[1]](json.loads(argv[2]))
+        req = json.loads(argv[2])
+        if req.get("command_timeout"):
+            COMMAND_TIMEOUT = float(req["command_timeout"])
+        res = COMMANDS[argv[1]](req)
     except Fail as e:
         print(json.dumps({"failed": True, "msg": str(e)}))
         return 1

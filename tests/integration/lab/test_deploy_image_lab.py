@@ -67,7 +67,9 @@ def image(lab):
 
 
 def deploy(ansible_lab, **extra):
-    return ansible_lab.playbook(PLAYBOOK, extra_vars=dict({"brick_hosts": "iscsi_lab"}, **extra))
+    # LUN 0 (the lab has two volumes: the flow writes only onto the one named)
+    return ansible_lab.playbook(PLAYBOOK, extra_vars=dict({"brick_hosts": "iscsi_lab",
+                                                           "brick_deploy_volume": "lab-lun0"}, **extra))
 
 
 def test_qcow2_from_url_then_a_cheap_second_run(lab, ansible_lab, image):

@@ -2,8 +2,9 @@
 
 Each playbook runs twice: the first run changes the guest, the second must report changed=0 (the flows are
 idempotent). attach/detach run with the example inventory playbooks/inventory/lab.yml; deploy_image runs
-exactly as `bash scripts/demo.sh` does (tests/lab/inventory.yml and brick_hosts=iscsi_lab only: the volumes come
-from playbooks/group_vars/iscsi_lab.yml and the test image is made on the guest).
+exactly as `bash scripts/demo.sh` does (tests/lab/inventory.yml, brick_hosts=iscsi_lab, brick_deploy_volume=lab-lun0
+and the opt-in brick_deploy_test_image=true: the volumes come from playbooks/group_vars/iscsi_lab.yml and the test
+image is made on the guest).
 
 The tests of this module depend on each other's order (attach, then detach; deploy starts from a clean guest
 because it runs after the detach); the module starts from the lab's "ready" state (conftest.lab_ready).
@@ -21,6 +22,8 @@ IQN = "iqn.2003-01.org.linux-iscsi.lab:target1"
 EXAMPLE_INVENTORY = REPO / "playbooks" / "inventory" / "lab.yml"
 # detach.yml and deploy_image.yml have no default hosts (they take volumes away / overwrite them)
 HOSTS = {"brick_hosts": "iscsi_lab"}
+# deploy_image.yml as scripts/demo.sh runs it: the volume named (the lab has two) and the test image opted in
+DEMO = dict(HOSTS, brick_deploy_volume="lab-lun0", brick_deploy_test_image=True)
 RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
                    r"\s+failed=(?P<failed>\d+)(?:\s+skipped=(?P<skipped>\d+))?", re.M)
 
@@ -111,15 +114,15 @@ def test_detach_twice(lab, example):
 # lab_slow: test_deploy_image_lab.py runs the same playbook twice (written, then already there) in the default run
 @pytest.mark.lab_slow
 def test_deploy_image_twice(lab, ansible_lab):
-    # as scripts/demo.sh runs it: tests/lab/inventory.yml and brick_hosts only
+    # as scripts/demo.sh runs it: tests/lab/inventory.yml, brick_hosts, brick_deploy_volume and the test-image opt-in
     guest(lab, "rm -f /var/tmp/brick-storage-test-image.raw")
-    first = ansible_lab.playbook(REPO / "playbooks" / "deploy_image.yml", extra_vars=HOSTS)
+    first = ansible_lab.playbook(REPO / "playbooks" / "deploy_image.yml", extra_vars=DEMO)
     r1 = ok(first)
     assert r1["changed"] >= 1, first.stdout[-6000:]
     assert "image verified" in first.stdout and "written now" in first.stdout, first.stdout[-6000:]
     assert sessions(lab) == 0  # detached at the end
 
-    second = ansible_lab.playbook(REPO / "playbooks" / "deploy_image.yml", extra_vars=HOSTS)
+    second = ansible_lab.playbook(REPO / "playbooks" / "deploy_image.yml", extra_vars=DEMO)
     r2 = ok(second)
     assert r2["changed"] == 0, second.stdout[-6000:]
     assert "image verified" in second.stdout and "already there" in second.stdout, second.stdout[-6000:]
@@ -127,7 +130,7 @@ def test_deploy_image_twice(lab, ansible_lab):
 
     # check mode attaches nothing, so it cannot compare the content of a detached volume: it reports the write
     # as a possible change (and nothing else)
-    check = ansible_lab.playbook(REPO / "playbooks" / "deploy_image.yml", extra_vars=HOSTS, args=["--check"])
+    check = ansible_lab.playbook(REPO / "playbooks" / "deploy_image.yml", extra_vars=DEMO, args=["--check"])
     assert ok(check)["changed"] <= 1, check.stdout[-6000:]
     assert "would write" in check.stdout, check.stdout[-6000:]
     assert sessions(lab) == 0
@@ -164,7 +167,7 @@ def test_deploy_image_into_partition_on_single_path(lab, ansible_lab):
     runner.env = dict(ansible_lab.env)
     runner.env["ANSIBLE_COLLECTIONS_PATH"] = ":".join(
         [runner.env["ANSIBLE_COLLECTIONS_PATH"], str(REPO / ".ansible" / "collections")])
-    extra = dict(HOSTS, brick_deploy_volume="lab-lun1", brick_deploy_partition=True)
+    extra = dict(HOSTS, brick_deploy_volume="lab-lun1", brick_deploy_partition=True, brick_deploy_test_image=True)
     first = runner.playbook(REPO / "playbooks" / "deploy_image.yml", extra_vars=extra)
     assert ok(first)["changed"] >= 1, first.stdout[-6000:]
     assert re.search(r"image verified: .* is on /dev/sd[a-z]+1 \(written now\)", first.stdout), first.stdout[-6000:]
