@@ -5,11 +5,18 @@
 
 Run by the role as ``python3 - REQUEST_JSON`` with this file on stdin; prints one JSON document. It only reads
 (it is safe in check mode); the role writes with its own tasks. Python 3.6+, stdlib only.
+
+iscsid.conf can hold CHAP secrets (the admin's, or settings the role is given): the read prints only the names of
+the keys that change, never the file's text, and gets only the settings that are no secret. ``render-conf`` makes
+the new text; the role runs it with no_log and the whole request on stdin, ahead of this script
+(``BRICK_REQUEST = "..."``, argv ``- render-conf``), so no secret is ever on a command line or in a printed result.
+Every command it runs has a timeout (``command_timeout`` of the request, COMMAND_TIMEOUT seconds by default).
 """
 
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -22,6 +29,12 @@ IFACE_KEYS = {
 }
 # transports whose iface is an offload engine of a NIC: bound by the NIC's MAC (iface.hwaddress)
 OFFLOAD = ("bnx2i", "be2iscsi", "cxgb3i", "cxgb4i", "qla4xxx", "qedi", "ocs")
+# iscsid.conf keys whose value is a secret (node.session.auth.password[_in], discovery.*.auth.password[_in]); the
+# role's vars/main.yml splits brick_initiator_iscsid_conf with the same expression
+SECRET_KEY_RX = re.compile(r"password|secret", re.I)
+# seconds any command may run (dpkg-query, rpm, systemctl, iscsiadm): a hung one is killed, never waited for
+COMMAND_TIMEOUT = 60
+TIMEOUT = {"seconds": COMMAND_TIMEOUT}
 
 
 def read(path, default=None):
@@ -32,13 +45,48 @@ def read(path, default=None):
         return default
 
 
-def run(argv):
+def run(argv, timeout=None):
+    """(rc, stdout, stderr) of a command, killed with its process group after ``timeout`` seconds (rc 124)."""
+    seconds = timeout if timeout is not None else TIMEOUT["seconds"]
     try:
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-        out, err = p.communicate()
-        return p.returncode, out, err
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                             start_new_session=True)
     except OSError as e:
         return 127, "", str(e)
+    try:
+        out, err = p.communicate(timeout=seconds)
+        return p.returncode, out, err
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            p.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        return 124, "", "%s: no answer within %g s (killed)" % (argv[0], seconds)
+
+
+def split_settings(settings):
+    """(settings that are no secret, settings whose value is a secret) of brick_initiator_iscsid_conf."""
+    public, secret = {}, {}
+    for key, value in (settings or {}).items():
+        (secret if SECRET_KEY_RX.search(key) else public)[key] = value
+    return public, secret
+
+
+def render_conf(req):
+    """The new iscsid.conf text with every setting (secrets included), the changed keys and a report of them in
+    which a secret's value is not shown. Printed only by the role's no_log task."""
+    text = read(req["iscsid_conf"])
+    if text is None:
+        return {"content": None, "changed": [], "report": []}
+    settings = req.get("iscsid_settings", {})
+    new_text, changed = edit_conf(text, settings)
+    report = ["%s = %s" % (key, "(secret, not shown)" if SECRET_KEY_RX.search(key) else settings[key])
+              for key in changed]
+    return {"content": new_text, "changed": changed, "report": report}
 
 
 def missing_packages(tool, names):
@@ -214,18 +262,31 @@ def select_family(req):
     return family, req
 
 
+def request_text(argv):
+    """The request: argv[1], or (argv[1] is "-") BRICK_REQUEST, put ahead of this script on stdin by the role."""
+    if argv[1] == "-":
+        return globals()["BRICK_REQUEST"]
+    return argv[1]
+
+
 def main():
-    family, req = select_family(json.loads(sys.argv[1]))
+    family, req = select_family(json.loads(request_text(sys.argv)))
     if req is None:
         print(json.dumps({"os_family": family, "supported": False}))
         return 0
+    if req.get("command_timeout"):
+        TIMEOUT["seconds"] = float(req["command_timeout"])
     if len(sys.argv) > 2 and sys.argv[2] == "apply-ifaces":
         return apply_ifaces(req)
+    if len(sys.argv) > 2 and sys.argv[2] == "render-conf":
+        print(json.dumps(render_conf(req)))
+        return 0
     errors = []
     name_text = read(req["name_file"])
     conf_text = read(req["iscsid_conf"])
-    new_conf, conf_changed = edit_conf(conf_text, req.get("iscsid_settings", {})) if conf_text is not None \
-        else (None, [])
+    # only settings that are no secret come here (the role keeps the others for render-conf)
+    public, _secret = split_settings(req.get("iscsid_settings", {}))
+    _new_conf, conf_changed = edit_conf(conf_text, public) if conf_text is not None else (None, [])
     out = {
         "os_family": family,
         "supported": True,
@@ -234,8 +295,9 @@ def main():
         "initiator_file": name_text is not None,
         "machine_id": (read(req.get("machine_id_file", "/etc/machine-id"), "") or "").strip(),
         "iscsid_conf_exists": conf_text is not None,
-        "iscsid_conf_new": new_conf,
         "iscsid_conf_changed": conf_changed,
+        # the new text is made by render-conf (no_log): it can hold the admin's CHAP secrets
+        "iscsid_conf_render": conf_text is not None and bool(conf_changed or req.get("iscsid_secret_keys")),
         "iface_commands": iface_commands(req, errors),
         "units": unit_state(req.get("units", [])),
         "multipath_conf_exists": os.path.exists(req["multipath_conf"]),
