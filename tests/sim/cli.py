@@ -146,7 +146,9 @@ class Iscsiadm(object):
 
     # -- node DB ---------------------------------------------------------------------------
     def records(self, iqn=None, portal=None, iface=None):
-        """Node records matching the filters: list of dicts (iqn, addr, port, tpgt, iface, path)."""
+        """Node records matching the filters: list of dicts (iqn, addr, port, tpgt, iface, path).  Both layouts of
+        open-iscsi 2.1.8 (idbm_for_each_portal): the flat file ``ADDR,PORT`` of an ``--op new`` without a tpgt
+        (tpgt -1, its iface named inside) and ``ADDR,PORT,TPGT/IFACE`` (a discovered record)."""
         sim = self.sim
         key = portal_key(portal) if portal else None
         out = []
@@ -155,24 +157,31 @@ class Iscsiadm(object):
             if iqn is not None and t != iqn:
                 continue
             for pd in sorted(os.listdir(sim.P("%s/%s" % (base, t)))):
-                try:
-                    a, p, tp = pd.rsplit(",", 2)
-                    p = int(p)
-                except ValueError:
+                parts = pd.split(",")
+                if len(parts) not in (2, 3) or not parts[1].isdigit():
                     continue
+                a, p, tp = parts[0], int(parts[1]), (parts[2] if len(parts) == 3 else "-1")
                 if key is not None and "%s:%d" % (a.lower(), p) != key:
                     continue
                 full = "%s/%s/%s" % (base, t, pd)
-                if os.path.isdir(sim.P(full)):
-                    ifaces = sorted(os.listdir(sim.P(full)))
+                if len(parts) == 2:
+                    if os.path.isdir(sim.P(full)):
+                        continue  # open-iscsi: EINVAL
+                    found = [(self._flat_iface(full), full)]
+                elif os.path.isdir(sim.P(full)):
+                    found = [(f, "%s/%s" % (full, f)) for f in sorted(os.listdir(sim.P(full)))]
                 else:
-                    ifaces = ["default"]
-                for f in ifaces:
+                    found = [("default", "%s/default" % full)]
+                for f, path in found:
                     if iface is not None and f != iface:
                         continue
-                    out.append({"iqn": t, "addr": a, "port": p, "tpgt": tp, "iface": f,
-                                "path": "%s/%s" % (full, f)})
+                    out.append({"iqn": t, "addr": a, "port": p, "tpgt": tp, "iface": f, "path": path})
         return out
+
+    def _flat_iface(self, path):
+        names = [ln.split(" = ", 1)[1] for ln in (self.sim.rfile(path, "") or "").splitlines()
+                 if ln.startswith("iface.iscsi_ifacename = ")]
+        return names[-1] if names else "default"
 
     def read_rec(self, r):
         txt = self.sim.rfile(r["path"], "") or ""
@@ -200,6 +209,13 @@ class Iscsiadm(object):
         if disc:
             rec.update({"node.discovery_address": disc[0], "node.discovery_port": str(disc[1]),
                         "node.discovery_type": "send_targets"})
+        flat = "/etc/iscsi/nodes/%s/%s,%d" % (iqn, addr, port)
+        if str(tpgt) == "-1":
+            # idbm_rec_write: no tpgt -> the flat file, written over whatever flat record (any iface) is there
+            self.write_rec(flat, rec)
+            return flat
+        if self.sim.lexists(flat) and not os.path.isdir(self.sim.P(flat)):
+            self.sim.rm(flat)  # "old style portal as a file, but with tpgt": replaced
         path = "%s/%s" % (_rec_dir(iqn, addr, port, tpgt), iface)
         self.write_rec(path, rec)
         return path
@@ -209,7 +225,8 @@ class Iscsiadm(object):
         sim.rm(r["path"])
         pdir = os.path.dirname(r["path"])
         sim.rmdir_if_empty(pdir)
-        sim.rmdir_if_empty(os.path.dirname(pdir))
+        if r["tpgt"] != "-1":  # a flat record's parent is the target dir itself
+            sim.rmdir_if_empty(os.path.dirname(pdir))
         # links from discovery records
         st_dir = "/etc/iscsi/send_targets"
         for d in os.listdir(sim.P(st_dir)):
@@ -267,8 +284,10 @@ class Iscsiadm(object):
                 return out.fail(E_INVAL, "iscsiadm: --op new requires target and portal")
             addr, port = split_portal(portal)
             iface = iface or "default"
-            for r in self.records(iqn, portal, iface):
-                self.delete_rec(r)
+            # no tpgt: the flat record of the portal (whatever its iface) is overwritten; discovered ones stay
+            for r in self.records(iqn, portal):
+                if r["tpgt"] == "-1":
+                    self.delete_rec(r)
             self.new_rec(iqn, addr, port, -1, iface)
             out.o("New iSCSI node [tcp:[hw=,ip=,net_if=,iscsi_if=%s] %s,%d,-1 %s] added" % (
                 iface, addr, port, iqn))
@@ -318,7 +337,8 @@ class Iscsiadm(object):
             if not recs:
                 return out.fail(E_NO_OBJS, "iscsiadm: No records found")
             for r in recs:
-                out.o("%s,%s %s" % (fmt_portal(r["addr"], r["port"]), r["tpgt"], r["iqn"]))
+                tpgt = "4294967295" if r["tpgt"] == "-1" else r["tpgt"]  # printed unsigned, as open-iscsi does
+                out.o("%s,%s %s" % (fmt_portal(r["addr"], r["port"]), tpgt, r["iqn"]))
             return out
         return out.fail(E_INVAL, "iscsiadm: Invalid operation '%s'" % op)
 

@@ -433,7 +433,7 @@ class Sim(object):
                       "/sys/devices/platform", "/sys/devices/virtual/block",
                       "/dev/disk/by-path", "/dev/disk/by-id", "/dev/mapper",
                       "/etc/iscsi/nodes", "/etc/iscsi/send_targets", "/etc/iscsi/ifaces",
-                      "/etc/multipath", "/proc/self", "/run"):
+                      "/etc/multipath", "/proc/self", "/run", "/var/lib"):
                 self.mkdir(d)
             self.wfile("/etc/iscsi/initiatorname.iscsi",
                        "## DO NOT EDIT OR REMOVE THIS FILE!\n"
@@ -750,8 +750,25 @@ class Sim(object):
 
     def bypath(self, d, part=None):
         s = self.st["sessions"][str(d["sid"])]
-        n = "ip-%s:%d-iscsi-%s-%s" % (s["addr"], s["port"], s["iqn"], bypath_lun(d["lun"]))
+        # udev names the link for the persistent address: a host name for a session made with -p NAME
+        n = "ip-%s:%d-iscsi-%s-%s" % (s.get("persistent_name") or s["addr"], s["port"], s["iqn"],
+                                      bypath_lun(d["lun"]))
         return n + ("-part%d" % part if part else "")
+
+    def name_session(self, sid, name):
+        """The session as ``iscsiadm -p NAME`` makes it (lab, real-sysfs-notes h.): persistent_address is the
+        host name, address stays numeric, and the by-path links are ``ip-NAME:PORT-...``."""
+        s = self.st["sessions"][str(sid)]
+        disks = [d for d in self.st["disks"].values() if d["sid"] == s["sid"]]
+        links = [(d, k) for d in disks for k in [None] + sorted(int(x) for x in d["parts"])]
+        for d, k in links:
+            self.rm("/dev/disk/by-path/" + self.bypath(d, k))
+        s["persistent_name"] = name
+        self.attr("/sys/devices/platform/host%d/session%d/connection%d:0/iscsi_connection/connection%d:0/"
+                  "persistent_address" % (s["host"], sid, sid, sid), name)
+        for d, k in links:
+            node = d["name"] + ("%d" % k if k else "")
+            self.link("/dev/disk/by-path/" + self.bypath(d, k), "/dev/" + node)
 
     def remove_disk(self, name):
         """SCSI device removal (write to device/delete, or logout)."""
@@ -763,7 +780,7 @@ class Sim(object):
         for k in sorted(d["parts"], key=int):
             self._remove_sd_part(d, int(k))
         dd = self.disk_dir(d)
-        self.rm("/dev/disk/by-path/" + self.bypath(d))
+        self._drop_bypath(d)
         self.rm("/dev/" + name)
         self.rm("/sys/block/" + name)
         self.rm("/sys/class/block/" + name)
@@ -852,9 +869,20 @@ class Sim(object):
         self.udev_byid(d["wwid"])
         return pn
 
+    def _drop_bypath(self, d, part=None):
+        """udev's by-path link of a device that goes.  Two devices can claim one name (sessions to one portal on
+        two ifaces: the name has no iface); udev then points the link at the device that stays."""
+        name = self.bypath(d, part)
+        self.rm("/dev/disk/by-path/" + name)
+        for other in sorted(self.st["disks"].values(), key=lambda x: x["index"]):
+            if other["name"] != d["name"] and (part is None or str(part) in other["parts"]) \
+                    and self.bypath(other, part) == name:
+                self.link("/dev/disk/by-path/" + name, "/dev/%s%s" % (other["name"], part or ""))
+                break
+
     def _remove_sd_part(self, d, k):
         pn = "%s%d" % (d["name"], k)
-        self.rm("/dev/disk/by-path/" + self.bypath(d, k))
+        self._drop_bypath(d, k)
         self.rm("/dev/" + pn)
         self.rm("/sys/class/block/" + pn)
         self.rmtree("/sys/block/%s/%s" % (d["name"], pn))
@@ -1187,16 +1215,16 @@ class Sim(object):
         return p
 
     # -- path failure --------------------------------------------------------------------------
-    def set_portal_state(self, portal, ok, failed_state="FAILED", recovery=False):
-        """Every session on ``portal``: back to LOGGED_IN (``ok``), or failed.  With ``recovery``, a
-        LOGGED_IN session becomes FAILED and FREE once its recovery_tmo x time_scale has run out
-        (a session that is already failed keeps its state and timer); without, it goes to
+    def set_portal_state(self, portal, ok, failed_state="FAILED", recovery=False, iface=None):
+        """Every session on ``portal`` (of ``iface`` only, when given): back to LOGGED_IN (``ok``), or failed.
+        With ``recovery``, a LOGGED_IN session becomes FAILED and FREE once its recovery_tmo x time_scale has run
+        out (a session that is already failed keeps its state and timer); without, it goes to
         ``failed_state`` and stays there.  Returns the session ids."""
         key = portal_key(portal)
         changed = []
         now = time.time()
         for s in sorted(self.st["sessions"].values(), key=lambda s: s["sid"]):
-            if s["portal"] != key:
+            if s["portal"] != key or (iface is not None and s["iface"] != iface):
                 continue
             if ok:
                 s.pop("free_at", None)
@@ -1211,6 +1239,28 @@ class Sim(object):
             changed.append(s["sid"])
         self._sync_due()
         return changed
+
+    # -- power ---------------------------------------------------------------------------------
+    def power_cycle(self):
+        """Under the lock: a cold reboot's power-off.  What lives in the kernel and the daemons is gone (sessions,
+        SCSI devices and their links, multipath maps, mounts, swaps, open handles, pending recoveries); what is on
+        disk stays (/etc/iscsi, /etc/multipath/wwids, the array).  A new boot numbers SCSI hosts and session ids
+        from the start again.  The boot logins are the caller's (iscsiadm --loginall=automatic)."""
+        st = self.st
+        for pid in sorted(st["procs"]):
+            self.rmtree("/proc/%s" % pid)
+        st["procs"] = {}
+        st["mounts"] = []
+        st["swaps"] = []
+        for dm in sorted(dm for dm, m in st["maps"].items() if m.get("kind") == "mpath"):
+            if dm in st["maps"]:
+                self.remove_map(dm)
+        for sid in sorted(st["sessions"], key=int):
+            self.remove_session(int(sid))
+        st["hosts"] = [0, 1]
+        st["next"]["sid"] = 1
+        self._sync_due()
+        self.render_proc()
 
     # -- /proc ---------------------------------------------------------------------------------
     def render_proc(self):

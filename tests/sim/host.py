@@ -288,21 +288,23 @@ class SimHost(object):
             self.sim.mpathd_reconfigure()
 
     # -- paths --------------------------------------------------------------------------------------
-    def path_fail(self, portal, session_state=None, wait=False):
+    def path_fail(self, portal, session_state=None, wait=False, iface=None):
         """The portal stops answering.  Default: its sessions go FAILED and their disks ``blocked`` (the
         recovery window), then FREE and ``transport-offline`` once the session's recovery_tmo x time_scale
         has run out (sysfs ``recovery_tmo``: 120 from the node record, 5 once multipathd put a path of the
         session in a map).  A timer in this process and a lazy check in every fake command (and every
         sim lock) make it happen; ``wait=True`` blocks until then.  ``session_state="FAILED"`` stays in
         the recovery window (no timer); ``"FREE"`` skips it.  Map paths -> failed in every case.
-        Returns the session ids."""
+        ``iface``: only the sessions of that iface (the target dropped one initiator name's session, as the
+        lab's ACL change does).  Returns the session ids."""
         if session_state not in (None, "FAILED", "FREE"):
             raise ValueError("session_state must be None, 'FAILED' or 'FREE'")
         if wait and session_state == "FAILED":
             raise ValueError("wait=True with session_state='FAILED' would never return")
         sim = self.sim
         with sim.locked() as st:
-            sids = sim.set_portal_state(portal, False, session_state or "FAILED", recovery=session_state is None)
+            sids = sim.set_portal_state(portal, False, session_state or "FAILED", recovery=session_state is None,
+                                        iface=iface)
             dues = sorted(set(st["sessions"][str(i)]["free_at"] for i in sids
                               if st["sessions"][str(i)].get("free_at") is not None))
         if session_state is None:
@@ -319,6 +321,12 @@ class SimHost(object):
                 sim.tick()
         return sids
 
+    def name_session(self, sid, name):
+        """Session ``sid`` as if it had been logged in with ``iscsiadm -p NAME`` (a host name of its address):
+        persistent_address NAME, address numeric, by-path links ``ip-NAME:PORT-...`` (as on the lab)."""
+        with self.sim.locked():
+            self.sim.name_session(sid, name)
+
     def path_restore(self, portal):
         """The portal answers again: its sessions LOGGED_IN, disks running, map paths active; a pending
         recovery timer is cancelled."""
@@ -326,6 +334,22 @@ class SimHost(object):
             t.cancel()
         with self.sim.locked():
             return self.sim.set_portal_state(portal, True)
+
+    def reboot(self):
+        """A cold reboot: power off (sessions, devices, maps, mounts, swaps and open handles are gone; records,
+        /etc/multipath/wwids and the array stay), then the boot's logins as open-iscsi.service makes them:
+        ``iscsiadm -m node --loginall=automatic``, every record with ``node.startup = automatic``, each scanned
+        as its ``node.session.scan`` says (auto: every LUN the target maps; manual: none).  multipathd makes a
+        map for a path whose WWID is in /etc/multipath/wwids.  Returns iscsiadm's (rc, stdout, stderr)."""
+        for timers in self._recovery_timers.values():
+            for t in timers:
+                t.cancel()
+        self._recovery_timers.clear()
+        for t in self._timers:
+            t.cancel()
+        with self.sim.locked():
+            self.sim.power_cycle()
+        return self.run("iscsiadm", "-m", "node", "--loginall=automatic")
 
     # -- multipath maps -----------------------------------------------------------------------------
     def map_features(self, dm_or_name):
@@ -440,6 +464,43 @@ class SimHost(object):
                 p = sim.add_map_partition(name, int(k), size_mb)
                 return "/dev/mapper/" + st["maps"][p]["name"]
         raise SimError("%s is neither an sd disk nor a multipath map" % dev)
+
+    def add_nvme_map(self, wwid, controllers=("nvme0", "nvme1"), size_mb=64):
+        """A dm-multipath map over NVMe/TCP namespaces (native NVMe multipath off, nvme_core.multipath=N): per
+        controller ``/sys/devices/virtual/nvme-fabrics/ctl/nvmeN`` (``state`` live, ``transport`` tcp) with the
+        namespace ``nvmeNn1`` (major 259; ``device`` -> the controller, so ``device/state`` is the controller's),
+        and a map ``mpath-<WWID>`` whose slaves they are.  Only the sysfs side: the fake multipath commands do not
+        model NVMe (the map's kind is ``nvme-mpath``).  Returns the map's dm-N."""
+        sim = self.sim
+        with sim.locked() as st:
+            names = []
+            for index, ctrl in enumerate(controllers):
+                cd = "/sys/devices/virtual/nvme-fabrics/ctl/" + ctrl
+                name = ctrl + "n1"
+                bd = "%s/%s" % (cd, name)
+                sim.mkdir(bd + "/holders")
+                sim.mkdir(bd + "/slaves")
+                for key, value in (("state", "live"), ("transport", "tcp"), ("cntlid", index + 1)):
+                    sim.attr("%s/%s" % (cd, key), value)
+                for key, value in (("dev", "259:%d" % index), ("size", size_mb * 2048), ("wwid", wwid), ("ro", 0)):
+                    sim.attr("%s/%s" % (bd, key), value)
+                sim.link(bd + "/device", cd)
+                sim.mkdir("/sys/class/nvme")
+                sim.link("/sys/class/nvme/" + ctrl, cd)
+                sim.link("/sys/block/" + name, bd)
+                sim.link("/sys/class/block/" + name, bd)
+                sim.wfile("/dev/" + name, "")
+                names.append(name)
+            dm = sim._make_dm(wwid, "mpath-" + wwid, size_mb * 2048, "nvme-mpath", wwid)
+            for name in names:
+                sim._slave_link(dm, name)
+                st["maps"][dm]["paths"][name] = "active"
+            return dm
+
+    def set_nvme_state(self, controller, state):
+        """The NVMe controller's state (``live``, ``connecting``, ``resetting``, ``deleting``, ``dead``...)."""
+        with self.sim.locked():
+            self.sim.attr("/sys/devices/virtual/nvme-fabrics/ctl/%s/state" % controller, state)
 
     # -- snapshots, commands ---------------------------------------------------------------------------
     def snapshot(self):

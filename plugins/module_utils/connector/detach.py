@@ -9,9 +9,9 @@
    node records go, and what is *kept* and why (another LUN, another path of a map that stays, a device
    whose WWID differs from the volume's).
 2. **Verify** (:meth:`Detacher.verify`, under the target lock, just before acting): the plan is made
-   again from a fresh look at sysfs, every device that will be deleted outside a map is checked for
-   openers, mounts, swap and holders, every path taken out of a map for users other than its map, and
-   multipathd must run when a path has to leave a map that stays.
+   again from a fresh look at sysfs, every device that will be deleted (a path of a map that is flushed
+   too) is checked for openers, mounts, swap and holders other than its own map and multipathd's path
+   checker, and multipathd must run when a path has to leave a map that stays.
 3. **Execute** (:meth:`Detacher.execute`): flush the buffers of standalone devices, flush the maps that
    go (the data barrier: when it fails nothing more is removed unless ``force``), take paths out of the
    maps that stay, delete the devices, remove the links that described them, log out each session whose
@@ -69,6 +69,8 @@ class Detacher(object):
         self.problems = []
         self.kept_at_logout = []
         self.forced_maps = []
+        self.logged_out = []        # sessions this run logged out
+        self.deleted_records = []   # node records this run deleted
 
     # -- helpers
     def plan(self):
@@ -104,30 +106,30 @@ class Detacher(object):
             raise exc
         self.problems.append(exc.msg.replace("nothing was removed", "force: going on, data may be lost"))
 
+    def _users(self, ref, daemon):
+        """Blockers of a device that will be deleted, but its own map (flushed, or left with ``multipathd del
+        path``) and multipathd's path checker, which keeps every path open."""
+        allowed_holders = set([ref.map.dm]) if ref.map is not None else set()
+        blockers = []
+        for blocker in self.busy_check(ref.dev.dev) or []:
+            if blocker.get("kind") == "holder" and blocker.get("holder") in allowed_holders:
+                continue
+            if blocker.get("kind") == "process" and daemon is not None and blocker.get("pid") == daemon:
+                continue
+            blockers.append(blocker)
+        return blockers
+
     # -- verify
     def verify(self, plan):
         """Refuse, before anything is touched, what would harm a user of the volume."""
         daemon = self._daemon_pid()
         for ref in plan.remove:
-            if not ref.dev.name:
-                continue
-            allowed_holders = set([ref.map.dm]) if ref.map is not None else set()
-            if ref.map is not None and ref not in plan.paths_out:
-                # a path of a map that is flushed: the flush is its barrier and the kernel's in-use check;
-                # only something else stacked on the path itself would be harmed
-                others = [h for h in scsi.holders(self.fs, ref.dev.name) if h not in allowed_holders]
-                if others:
-                    self._refuse(ref, [{"kind": "holder", "device": ref.dev.dev, "holder": h} for h in others], plan)
-                continue
-            blockers = []
-            for blocker in self.busy_check(ref.dev.dev) or []:
-                if blocker.get("kind") == "holder" and blocker.get("holder") in allowed_holders:
-                    continue  # the map it is a path of: flushed, or left with multipathd del path
-                if blocker.get("kind") == "process" and daemon is not None and blocker.get("pid") == daemon:
-                    continue  # multipathd's path checker keeps every path open
-                blockers.append(blocker)
-            if blockers:
-                self._refuse(ref, blockers, plan)
+            if ref.dev.name:
+                # every device that is deleted, a path of a map that is flushed too: the flush checks the map,
+                # not a process that holds /dev/sdX of one of its paths open (the delete would pull it away)
+                blockers = self._users(ref, daemon)
+                if blockers:
+                    self._refuse(ref, blockers, plan)
         if plan.paths_out and not mp.daemon_running(self.fs, self.runner):
             what = (", ".join(ref.dev.dev for ref in plan.paths_out), ", ".join(dm_map.name for dm_map, _s in plan.kept_maps))
             exc = DetachError("multipathd is not running: %s cannot be taken out of map(s) %s, which keep other "
@@ -140,21 +142,26 @@ class Detacher(object):
 
     # -- execute
     def execute(self, plan):
-        """Carry out a verified plan.  Returns the result dict (``removed`` = the plan)."""
+        """Carry out a verified plan.  Returns the result dict: ``removed`` is what really went (a session that
+        got a new LUN before its logout stays, and so does its record), ``changed`` whether anything did."""
         self._barriers(plan)
         self._paths_out(plan)
         gone = self._delete(plan)
         self._drop_failed_maps(plan)
         self._logout(plan)
         self._nodes(plan)
+        from .boot import forget_devices  # the boot unit no longer scans the LUNs whose devices are gone
+        self.problems.extend(forget_devices(self.fs, [ref for ref in plan.remove if not self.fs.exists(ref.ident)]))
         from .links import remove_stale_links  # only a detach that removes something needs it
         removed_links = remove_stale_links(self.fs, plan)
         leftovers = self.leftovers(plan)
-        removed = plan.to_dict()
+        done = self._done(plan)
+        removed = done.to_dict()
         removed["links"] = removed_links
         if self.kept_at_logout:
             removed["kept_sessions"] = removed["kept_sessions"] + self.kept_at_logout
-        out = {"changed": True, "removed": removed, "leftovers": leftovers, "problems": list(self.problems),
+        changed = not done.empty() or bool(done.paths_out or removed_links)
+        out = {"changed": changed, "removed": removed, "leftovers": leftovers, "problems": list(self.problems),
                "deleted": gone}
         if leftovers:
             msg = "detach left %s" % "; ".join(leftovers)
@@ -281,12 +288,31 @@ class Detacher(object):
                     session.sid, session.portal, (result.stderr or result.stdout or "timeout").strip())))
         kept = set(id(session) for session, result in outs if result is None)
         plan.logout = [s for s in plan.logout if id(s) not in kept]
+        # rc 21: the session was gone already (not logged out by this run)
+        self.logged_out = [s for s, result in outs if result is not None and result.rc == 0]
 
     def _nodes(self, plan):
-        for problem in plan.node_records:
-            if self.conn.sessions_for(problem):
-                continue
-            self.conn.delete_node(problem)
+        for path in plan.node_records:
+            if self.conn.sessions_for(path):
+                continue  # a session of it stays (a LUN appeared before its logout): so does its record
+            result = self.conn.delete_node(path)
+            if getattr(result, "rc", 0) == 0:  # rc 21: there was no such record any more
+                self.deleted_records.append(path)
+
+    def _done(self, plan):
+        """The part of ``plan`` that really happened: devices and maps that are gone, sessions logged out,
+        records deleted (what the result reports as removed)."""
+        done = DetachPlan(plan.wwid)
+        done.remove = [ref for ref in plan.remove if not self.fs.exists(ref.ident)]
+        done.paths_out = [ref for ref in plan.paths_out if ref in done.remove]
+        for dm_map in plan.flush_maps:
+            now = scsi.dm_map(self.fs, dm_map.dm)
+            if now is None or now.uuid != dm_map.uuid:
+                done.flush_maps.append(dm_map)
+        done.kept_maps, done.kept_devices, done.kept_sessions = plan.kept_maps, plan.kept_devices, plan.kept_sessions
+        done.logout = [s for s in plan.logout if s in self.logged_out]
+        done.node_records = list(self.deleted_records)
+        return done
 
     # -- what is left
     def leftovers(self, plan):

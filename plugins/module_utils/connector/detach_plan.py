@@ -189,13 +189,17 @@ def _plan_sessions(fs, plan, matched):
 
 
 def _plan_nodes(plan, paths, matched, node_exists):
-    """Node records of the sessions that are logged out, and of requested paths that have no session."""
+    """Node records of the sessions that are logged out, and of requested paths that have no session: only
+    those that ``node_exists`` says the collection created (its ledger, records.py) for that exact target, portal
+    and iface.  An admin's record stays, whatever the detach logs out."""
     from .volume import Path
+    if node_exists is None:
+        return
     keys = []
     for path, session in matched:
         if session in plan.logout:
             node_path = Path(validate.portal(session.portal), session.iqn, path.lun)
-            if node_path.key() not in keys:
+            if node_path.key() not in keys and node_exists(node_path):
                 keys.append(node_path.key())
                 plan.node_records.append(node_path)
     for path in paths:
@@ -203,6 +207,6 @@ def _plan_nodes(plan, paths, matched, node_exists):
             continue
         if any(q is path and session not in plan.logout for q, session in matched):
             continue  # a session of this path stays: so does its record
-        if node_exists is not None and node_exists(path):
+        if node_exists(path):
             keys.append(path.key())
             plan.node_records.append(path)

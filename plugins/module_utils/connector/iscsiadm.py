@@ -14,6 +14,8 @@ from __future__ import annotations
 import time
 
 from .errors import AttachError, BrickError
+from .records import Ledger, record_iface
+from .runner import Result
 
 NODE_DIRS = ("/etc/iscsi/nodes", "/var/lib/iscsi/nodes")
 SEND_TARGETS_DIRS = ("/etc/iscsi/send_targets", "/var/lib/iscsi/send_targets")
@@ -30,11 +32,30 @@ IDBM_POLL = 0.01
 # What the node records keep once an attach worked: the settings of the next login, which is iscsid's own at boot
 # (node.startup = automatic), not ours.  open-iscsi's defaults (iscsid.conf) for the login bounds, so that a boot
 # that finds the target late keeps trying for about 2 minutes; and an automatic LUN scan, so that the volume's
-# devices (and every other LUN the target maps to this initiator) come back with the session.  The attach's own
+# devices (and every other LUN the target maps to this initiator) come back with the session; manual when the boot
+# unit of role initiator is enabled, which scans exactly the recorded LUNs (boot.py).  The attach's own
 # bounded login (login_timeout x login_retries) and manual one-LUN scan are set again before each login it makes.
 BOOT_SETTINGS = (("node.session.scan", "auto"),
                  ("node.conn[0].timeo.login_timeout", "15"),
                  ("node.session.initial_login_retry_max", "8"))
+# The longest login an admin's record may ask for (its login_timeout x its retries): the bound of our wait.
+MAX_LOGIN_BUDGET = 1200.0
+NOT_OURS_HINT = ("open-iscsi keeps one static record per portal for all ifaces (the flat file nodes/IQN/ADDR,PORT): "
+                 "use the iface of that record, or give each iface a discovered record (iscsiadm -m discovery -t "
+                 "sendtargets -p PORTAL -I IFACE, which replaces the flat one) and attach again: the attach then "
+                 "logs in through it as it is")
+
+
+def record_settings(text, keys):
+    """{key: value} of the ``keys`` lines of record ``text`` (the last line of a key wins; ``<empty>`` is "")."""
+    found = {}
+    for line in (text or "").splitlines():
+        if "=" not in line or line.lstrip().startswith("#"):
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        if key in keys:
+            found[key] = "" if value == "<empty>" else value
+    return found
 
 
 def record_with(text, keys, params):
@@ -138,12 +159,58 @@ class NodeDB(object):
                 conn.node_lock.release()
 
     def delete(self, path):
-        return self.run(self.argv(path, "--op", "delete"), ok=(0, RC_NO_OBJS))
+        """Delete the node records of ``path`` (this iface) that the collection created (its ledger), and only
+        those: an admin's record is never deleted.  Returns the Result (rc 0 and no command when none is ours)."""
+        argv = self.argv(path, "--op", "delete")
+        conn = self.conn
+        conn.node_lock.acquire()
+        try:
+            files = self.record_files(path)
+            mine = self.owned_files(files)
+            if not mine:
+                return Result(argv, 0, "", "", 0, 0.0)
+            if len(mine) < len(files):
+                # an admin's record of the same portal and iface beside ours: iscsiadm would delete both
+                with IdbmLock(self.fs, timeout=conn.command_timeout, clock=conn.clock, sleep=conn.sleep):
+                    for record in mine:
+                        self.fs.unlink(record)
+                result = Result(argv, 0, "", "", 0, 0.0)
+            else:
+                result = self.run(argv, ok=(0, RC_NO_OBJS), locked=True)
+            if result.rc in (0, RC_NO_OBJS):
+                self._forget([record for record in mine if not self.fs.lexists(record)])
+            return result
+        finally:
+            conn.node_lock.release()
+
+    def _forget(self, files):
+        if not files:
+            return
+        try:
+            self.ledger().drop(files)
+        except (IOError, OSError) as err:
+            self.conn.warnings.append("the ledger of node records %s could not be updated (%s)" % (
+                self.ledger().path, err))
+
+    def login_budget(self, path):
+        """Seconds a login of ``path`` may take: ours (login_timeout x login_retries), or what the admin's record
+        asks for when the login goes through an admin's record (bounded by MAX_LOGIN_BUDGET)."""
+        conn = self.conn
+        budget = conn.login_timeout * (max(1, conn.login_retries) + 1) + 10
+        keys = ("node.conn[0].timeo.login_timeout", "node.session.initial_login_retry_max")
+        for record in self.not_ours(path):
+            found = record_settings(self.fs.read_raw(record), keys)
+            try:
+                theirs = float(found.get(keys[0]) or 15) * (max(1, int(found.get(keys[1]) or 8)) + 1) + 10
+            except ValueError:
+                continue
+            budget = max(budget, min(theirs, MAX_LOGIN_BUDGET))
+        return budget
 
     def login(self, path):
         """Log in; returns (rc, message).  Bounded by the node's login settings and our timeout."""
         conn = self.conn
-        budget = conn.login_timeout * (max(1, conn.login_retries) + 1) + 10
+        budget = self.login_budget(path)
         try:
             result = conn.runner.run(self.argv(path, "--login"), ok_codes=(0, RC_SESS_EXISTS),
                                      timeout=budget, check=False)
@@ -198,6 +265,70 @@ class NodeDB(object):
         another record)."""
         return bool(self.record_files(path))
 
+    # -- whose records ---------------------------------------------------------------------------------------
+    def ledger(self):
+        return Ledger(self.fs)
+
+    def owned_files(self, files):
+        """Those of record ``files`` that the collection created (records.py)."""
+        if not files:
+            return []
+        ledger = self.ledger()
+        return [record for record in files if ledger.owns(record)]
+
+    def ours(self, path):
+        """Whether ``path`` (target, portal, this iface) has a node record that the collection created."""
+        return bool(self.owned_files(self.record_files(path)))
+
+    def not_ours(self, path):
+        """The record files of ``path`` on this iface that the collection did not create: the admin's."""
+        files = self.record_files(path)
+        mine = self.owned_files(files)
+        return [record for record in files if record not in mine]
+
+    def check_before_attach(self, paths, auth_params):
+        """Refuse, before any command runs, an attach that would have to rewrite or overwrite a record the
+        collection did not create (see _check)."""
+        for path in paths:
+            if not self.conn.sessions_for(path):
+                self._check(path, auth_params)
+
+    def _check(self, path, auth_params):
+        """The admin's records of ``path`` (used as they are), after two refusals: CHAP settings of the volume
+        that the admin's record does not have (the attach never rewrites it), and an ``--op new`` that would
+        overwrite the flat record another iface has (open-iscsi writes one flat file per portal, any iface)."""
+        theirs = self.not_ours(path)
+        if theirs and auth_params:
+            self._check_auth(path, theirs, auth_params)
+        if theirs or self.record_files(path):
+            return theirs
+        for nodes_dir in NODE_DIRS:
+            flat = "%s/%s/%s,%d" % (nodes_dir, path.iqn, path.portal.host, path.portal.port)
+            if self.fs.lexists(flat) and not self.fs.isdir(flat):
+                other = record_iface(self.fs, flat)
+                whose = "a record brick.storage made" if self.owned_files([flat]) else "a record of the admin's"
+                raise AttachError("cannot create the node record of %s on iface %s: %s is %s for iface %s, and "
+                                  "iscsiadm --op new would overwrite it; nothing was changed" % (
+                                      path, self.conn.iface, flat, whose, other), hint=NOT_OURS_HINT)
+        return []
+
+    def _check_auth(self, path, theirs, auth_params):
+        from .chap import NODE_AUTH_KEYS
+        want = dict(auth_params)
+        for record in theirs:
+            have = record_settings(self.fs.read_raw(record), NODE_AUTH_KEYS)
+            differ = [key.rsplit(".", 1)[-1] for key in NODE_AUTH_KEYS
+                      if _auth_value(key, have.get(key)) != _auth_value(key, want.get(key))]
+            if differ:
+                raise AttachError(
+                    "the node record %s of %s was not created by brick.storage and has other CHAP settings than "
+                    "the volume's (%s differ): the attach does not rewrite an admin's record; nothing was "
+                    "changed" % (record, path, ", ".join(differ)),
+                    hint="put the volume's CHAP settings into that record (iscsiadm -m node -T %s -p %s -I %s "
+                         "-o update ...), or delete it so that the attach makes its own (iscsiadm ... -o delete), "
+                         "or attach without CHAP options to log in with the record as it is"
+                         % (path.iqn, path.portal, self.conn.iface))
+
     def write_records(self, files, keys, params):
         """Write ``params`` into every record of ``files``; the caller holds the node lock."""
         conn = self.conn
@@ -210,17 +341,24 @@ class NodeDB(object):
 
     # -- what an attach does to the records ------------------------------------------------------------------
     def prepare(self, path, journal, auth_params):
-        """The record of ``path`` for the attach's own login: created when missing (``--op new``), else saved in
-        the ``journal`` first; then manual scan, startup and the bounded login settings in ONE ``--op update``,
-        and the CHAP lines written into the record file (never on a command line)."""
+        """The record of ``path`` for the attach's own login: created when missing (``--op new``, entered in the
+        ledger), else saved in the ``journal`` first; then manual scan, startup and the bounded login settings in
+        ONE ``--op update``, and the CHAP lines written into the record file (never on a command line).  A record
+        the collection did not create (the admin's) is used as it is: nothing is written, a warning says so."""
         conn = self.conn
+        theirs = self._check(path, auth_params)
+        if theirs:
+            conn.warnings.append("the node record %s was not created by brick.storage: the login uses it as it is "
+                                 "(its startup, login timeouts, LUN scan and CHAP settings are the admin's: the "
+                                 "attach's startup, login_timeout and login_retries do not apply, and with its "
+                                 "node.session.scan = auto the login brings every LUN of the target)" % ", ".join(theirs))
+            return
         existing = self.record_files(path)
         if not existing:
-            self.run(self.argv(path, "--op", "new"))
-            journal.nodes.append(path)
+            self._create(path, journal)
         else:
-            # a record that was there before (the admin's, or an earlier attach's): put back as it was if this
-            # attach fails, or if this portal does not work
+            # a record of ours that was there before (an earlier attach's): put back as it was if this attach
+            # fails, or if this portal does not work
             journal.saved.extend((path, f, self.fs.read_raw(f)) for f in existing)
         settings = [("node.session.scan", "manual"),
                     ("node.startup", conn.startup),
@@ -233,6 +371,28 @@ class NodeDB(object):
             self.run(argv)
             return
         self._update_with_auth(path, argv, auth_params)
+
+    def _create(self, path, journal):
+        """``--op new`` (the flat file nodes/IQN/ADDR,PORT), entered in the ledger under the same lock.  A record
+        that cannot be entered is deleted again: the collection never leaves a record it could not tell is its."""
+        conn = self.conn
+        conn.node_lock.acquire()
+        try:
+            self.run(self.argv(path, "--op", "new"), locked=True)
+            journal.nodes.append(path)
+            try:
+                for record in self.record_files(path):
+                    self.ledger().add(record, path.iqn, str(path.portal), conn.iface)
+            except (IOError, OSError) as err:
+                self.run(self.argv(path, "--op", "delete"), ok=(0, RC_NO_OBJS), locked=True)
+                journal.nodes.remove(path)
+                raise AttachError("the node record of %s could not be entered in the ledger of the records "
+                                  "brick.storage made (%s): it was deleted again" % (path, err),
+                                  hint="check %s (a private directory of root's); a damaged ledger may be "
+                                       "removed: the records it listed are then left alone, as an admin's"
+                                  % self.ledger().path) from err
+        finally:
+            conn.node_lock.release()
 
     def _update_with_auth(self, path, argv, auth_params):
         """CHAP: the credentials go into the record file itself (mode 0600), never on a command line, where any
@@ -262,7 +422,7 @@ class NodeDB(object):
                 for item in todo:
                     _path, record, text = item
                     try:
-                        if text is not None and self.fs.is_private_file(record):
+                        if text is not None and self.fs.is_private_file(record) and self.fs.read_raw(record) != text:
                             self.fs.write_private(record, text)
                     except (IOError, OSError) as e:
                         left.append("node record %s (not restored: %s)" % (record, e))
@@ -272,16 +432,38 @@ class NodeDB(object):
         return left
 
     def persist_boot_settings(self, paths):
-        """The records of the paths that work get the settings of the next login (BOOT_SETTINGS): no command."""
-        files = [f for p in paths for f in self.record_files(p)]
-        if not files:
+        """The records of the paths that work get the settings of the next login (BOOT_SETTINGS): no command.
+        With the boot unit of role initiator enabled (boot.py) and ``startup: automatic``, their LUNs are recorded
+        for it first and the records get ``node.session.scan = manual``: after a reboot only those LUNs come back
+        (the unit scans them), not every LUN of the target."""
+        from . import boot
+        every = [f for p in paths for f in self.record_files(p)]
+        files = self.owned_files(every)  # never an admin's record (its LUN is still recorded for the boot unit)
+        if not every:
             return
         conn = self.conn
+        settings = list(BOOT_SETTINGS)
         conn.node_lock.acquire()
         try:
-            self.write_records(files, [key for key, _value in BOOT_SETTINGS], list(BOOT_SETTINGS))
+            if conn.startup == "automatic" and boot.boot_unit_enabled(self.fs):
+                try:
+                    boot.record_paths(conn, paths)
+                    settings = [(key, "manual" if key == "node.session.scan" else value) for key, value in settings]
+                except (IOError, OSError) as e:
+                    conn.warnings.append("the LUN is not recorded for the boot unit (%s): after a reboot every LUN "
+                                         "of the target comes back (node.session.scan = auto)" % e)
+            if files:
+                self.write_records(files, [key for key, _value in settings], settings)
         except (IOError, OSError, BrickError) as e:
             conn.warnings.append("the node records keep the attach's short login bounds (%s): a boot that finds the "
                                  "target late may give up" % e)
         finally:
             conn.node_lock.release()
+
+
+def _auth_value(key, value):
+    """A CHAP setting as iscsid reads it: no value is "", an authmethod is case-blind and None by default."""
+    value = (value or "").strip()
+    if key.endswith("authmethod"):
+        return (value or "None").lower()
+    return value

@@ -52,12 +52,15 @@ def _bypath_valid(fs, link_name, target_name):
 
 
 def _byid_valid(fs, link_name, target_name, wwid):
+    """A by-id link is valid when the device it resolves to serves ``wwid``.  A partition (``sdb1``) has no
+    ``device/wwid`` in sysfs, on the real kernel too: it is judged by its disk (``/sys/class/block/sdb1/..``)."""
     if not target_name or not fs.exists("/sys/class/block/%s" % target_name):
         return False
     if target_name.startswith("dm-"):
         m = scsi.dm_map(fs, target_name)
         return m is not None and (m.wwid == wwid or (m.uuid or "").endswith("mpath-" + wwid))
-    return scsi.udev_wwid(fs.read("/sys/class/block/%s/device/wwid" % target_name)) == wwid
+    disk = scsi.parent_of_partition(fs, target_name) or target_name
+    return scsi.udev_wwid(fs.read("/sys/class/block/%s/device/wwid" % disk)) == wwid
 
 
 def stale_links(fs, plan):

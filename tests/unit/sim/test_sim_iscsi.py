@@ -18,7 +18,7 @@ def test_new_record_defaults_and_show_masks_secrets(host):
     host.add_target(IQN, portals=[P1], luns={0: 64})
     rc, out, err = ia(host, *node(IQN, P1, "--op", "new")[1:])
     assert rc == 0
-    text = host.fs.read("/etc/iscsi/nodes/%s/10.0.0.1,3260,-1/default" % IQN)
+    text = host.fs.read("/etc/iscsi/nodes/%s/10.0.0.1,3260" % IQN)  # the flat file of --op new
     lines = text.splitlines()
     assert lines[0] == "# BEGIN RECORD 2.1.8" and lines[-1] == "# END RECORD"
     for kv in ("node.startup = automatic", "node.session.scan = auto", "node.session.auth.authmethod = None",
@@ -32,7 +32,7 @@ def test_new_record_defaults_and_show_masks_secrets(host):
     assert "node.session.auth.password = ********" in out.splitlines() and "s3cret" not in out
     assert "node.session.auth.username_in = <empty>" in out.splitlines()
     rc, out, err = ia(host, "-m", "node")
-    assert (rc, out) == (0, "10.0.0.1:3260,-1 %s\n" % IQN)
+    assert (rc, out) == (0, "10.0.0.1:3260,4294967295 %s\n" % IQN)
     # lookup without op = show; unknown record = 21
     assert ia(host, *node(IQN, P1)[1:])[0] == 0
     assert ia(host, *node(IQN, P2)[1:])[:3] == (21, "", "iscsiadm: No records found\n")
@@ -47,11 +47,11 @@ def test_node_listing_empty_and_delete_cleans_directories(host):
     before = host.snapshot()
     ia(host, *node(IQN, P1, "--op", "new")[1:])
     ia(host, *node(IQN, P2, "--op", "new")[1:])
-    assert host.fs.listdir("/etc/iscsi/nodes/" + IQN) == ["10.0.0.1,3260,-1", "10.0.0.2,3260,-1"]
+    assert host.fs.listdir("/etc/iscsi/nodes/" + IQN) == ["10.0.0.1,3260", "10.0.0.2,3260"]
     # -T without -p applies to all portals of the target
     assert ia(host, "-m", "node", "-T", IQN, "--op", "update", "-n", "node.startup", "-v", "manual")[0] == 0
     for p in ("10.0.0.1", "10.0.0.2"):
-        assert "node.startup = manual" in host.fs.read("/etc/iscsi/nodes/%s/%s,3260,-1/default" % (IQN, p))
+        assert "node.startup = manual" in host.fs.read("/etc/iscsi/nodes/%s/%s,3260" % (IQN, p))
     assert ia(host, "-m", "node", "-T", IQN, "--op", "delete")[0] == 0
     assert host.snapshot() == before
     assert ia(host, "-m", "node", "-T", IQN, "--op", "delete")[0] == 21
@@ -110,11 +110,11 @@ def test_ipv6_portal(host):
     host.add_target(IQN, portals=[p6], luns={0: 64})
     r = sh(host, *node(IQN, p6, "--op", "new"))
     assert r.stdout == "New iSCSI node [tcp:[hw=,ip=,net_if=,iscsi_if=default] fd00::1,3260,-1 %s] added\n" % IQN
-    assert host.fs.isdir("/etc/iscsi/nodes/%s/fd00::1,3260,-1" % IQN)
+    assert host.fs.is_private_file("/etc/iscsi/nodes/%s/fd00::1,3260" % IQN)
     r = sh(host, *node(IQN, p6, "--login"))
     assert r.rc == 0 and "portal: fd00::1,3260]" in r.stdout
     assert sh(host, "iscsiadm", "-m", "session").stdout == "tcp: [1] [fd00::1]:3260,1 %s (non-flash)\n" % IQN
-    assert sh(host, "iscsiadm", "-m", "node").stdout == "[fd00::1]:3260,-1 %s\n" % IQN
+    assert sh(host, "iscsiadm", "-m", "node").stdout == "[fd00::1]:3260,4294967295 %s\n" % IQN
     assert host.fs.read("/sys/class/iscsi_connection/connection1:0/persistent_address") == "fd00::1"
     assert links(host, "/dev/disk/by-path")["ip-fd00::1:3260-iscsi-%s-lun-0" % IQN] == "../../sda"
     # the unbracketed form finds the same record/session

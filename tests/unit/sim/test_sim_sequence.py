@@ -19,7 +19,7 @@ def test_scripted_multipath_cycle_returns_to_the_initial_tree(host):
     r = sh(host, *node(IQN, P1, "--op", "new"))
     assert r.rc == 0
     assert r.stdout == "New iSCSI node [tcp:[hw=,ip=,net_if=,iscsi_if=default] 10.0.0.1,3260,-1 %s] added\n" % IQN
-    rec = "/etc/iscsi/nodes/%s/10.0.0.1,3260,-1/default" % IQN
+    rec = "/etc/iscsi/nodes/%s/10.0.0.1,3260" % IQN
     assert "node.session.scan = auto" in fs.read(rec).splitlines()
     r = sh(host, *node(IQN, P1, "--op", "update", "-n", "node.session.scan", "-v", "manual",
                        "-n", "node.startup", "-v", "manual"))

@@ -171,10 +171,15 @@ def test_session_only_through_the_module(mod, host, run_module):
     host.add_target(IQN, portals=[P1], luns={0: 64})
     before = host.snapshot()
     host.login(IQN, P1, scan="manual")
+    with_record = host.snapshot()  # the session's node record is not one the collection made: it stays
     failed, res = run_module(mod, {"state": "absent", "portals": [P1], "iqn": [IQN], "session_only": True,
                                    "lock_dir": host.lock_dir})
     assert not failed and res["changed"] and host.sessions(IQN) == []
-    assert host.snapshot() == before
+    after = host.snapshot()
+    assert set(after) - set(before) == {"/etc/iscsi/nodes/" + IQN, "/etc/iscsi/nodes/%s/10.0.0.1,3260" % IQN}
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert {k: v for k, v in after.items() if k.startswith("/etc/iscsi/nodes/")} == \
+        {k: v for k, v in with_record.items() if k.startswith("/etc/iscsi/nodes/")}
     failed, res = run_module(mod, {"state": "absent", "portals": [P1], "iqn": [IQN], "session_only": True,
                                    "lun": [0], "lock_dir": host.lock_dir})
     assert failed and "session_only touches no LUN" in res["msg"]

@@ -79,7 +79,9 @@ def test_flush_fails_in_use_nothing_removed(host):
     c = conn(host)
     calls = []
     with pytest.raises(FlushError) as ei:
-        c.disconnect(paths([P1, P2]), busy_check=lambda d: calls.append(d) or [{"kind": "process", "pid": 4242, "comm": "qemu-img"}])
+        # the stub holds the map (what hold_open did), not its paths: a held path is refused before the flush
+        c.disconnect(paths([P1, P2]), busy_check=lambda d: calls.append(d) or (
+            [{"kind": "process", "pid": 4242, "comm": "qemu-img"}] if d == res["device"] else []))
     assert "in use" in str(ei.value) and "4242" in str(ei.value)
     # an "in use" map gets one wait for udev to settle before the retries (transient udev holders)
     argvs = [h["argv"] for h in c.runner.history]

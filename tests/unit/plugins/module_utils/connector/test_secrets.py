@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from connector import iscsi, iscsiadm
+from connector import iscsi, iscsiadm, records
 from connector.chap import NODE_AUTH_KEYS
 from connector.errors import AttachError, InvalidInput, LoginError, SecretExposure
 from connector.hostfs import HostFS
@@ -103,9 +103,11 @@ def test_wrong_mutual_secret_fails_cleanly_without_leaking(host):
 
 
 def test_existing_record_gets_every_auth_line_replaced(host):
-    """A record left with an old mutual CHAP pair: our lines replace all five auth keys (no stale pair)."""
+    """A record of ours (an earlier attach's) left with an old mutual CHAP pair: our lines replace all five auth
+    keys (no stale pair)."""
     host.add_target(IQN, portals=[P1], luns={0: 64}, chap=("alice", SECRET))
     host.run("iscsiadm", "-m", "node", "-T", IQN, "-p", P1, "-I", "default", "--op", "new")
+    records.Ledger(host.fs).add("/etc/iscsi/nodes/%s/10.0.0.1,3260" % IQN, IQN, P1, "default")
     (rec,) = node_files(host)
     with open(rec) as f:
         text = f.read()
@@ -123,6 +125,7 @@ def test_existing_record_gets_every_auth_line_replaced(host):
 def test_record_that_is_a_link_is_refused(host, tmp_path):
     host.add_target(IQN, portals=[P1], luns={0: 64}, chap=("alice", SECRET))
     host.run("iscsiadm", "-m", "node", "-T", IQN, "-p", P1, "-I", "default", "--op", "new")
+    records.Ledger(host.fs).add("/etc/iscsi/nodes/%s/10.0.0.1,3260" % IQN, IQN, P1, "default")  # an attach's
     (rec,) = node_files(host)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.write_text(open(rec).read())
