@@ -5,7 +5,10 @@
 
 Everything the attach creates goes into an ``AttachJournal``; when anything fails, ``AttachJournal.rollback()``
 removes exactly that (and puts back the records that were there before), so a failed attach leaves nothing
-half-done and never touches what was there already.
+half-done and never touches what was there already: a map that existed before the attach is never flushed (a
+device the attach scanned is taken out of it with ``multipathd del path``, then deleted), and a map is the volume's
+only when it serves the volume's WWID (a LUN the array reused behind an old map is a VolumeMismatch that leaves the
+old map as it is).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import threading
 from . import identity, kernel_writes, scsi
 from . import luns as lun_numbers
 from . import multipath as mp
-from .errors import AttachError, BrickError, LoginError
+from .errors import AttachError, BrickError, LockTimeout, LoginError
 from .failures import PortalFailures
 from .iscsiadm import RC_AUTH, RC_NO_OBJS, RC_TIMEOUT
 
@@ -33,6 +36,15 @@ class AttachJournal(object):
         self.devices = []    # [str] sd names scanned by this call
         self.refs = []       # [DeviceRef] the same devices, by identity
         self.wwid = None     # WWID added to /etc/multipath/wwids by this call
+        self.maps_before = None  # {(dm, uuid)} of the multipath maps there before the attach; None: not known
+
+    def remember_maps(self, fs):
+        """Note the multipath maps that exist before the attach makes anything: the rollback never flushes them."""
+        self.maps_before = set((dm_map.dm, dm_map.uuid) for dm_map in scsi.dm_maps(fs))
+
+    def made_map(self, dm_map):
+        """Whether ``dm_map`` was formed during this attach (a map of unknown age counts as there before)."""
+        return self.maps_before is not None and (dm_map.dm, dm_map.uuid) not in self.maps_before
 
     def rollback(self, conn, db):
         """Remove every leftover this call created; return what could not be removed."""
@@ -40,13 +52,7 @@ class AttachJournal(object):
         from .links import remove_stale_links
         fs = conn.fs
         left = []
-        for name in self.devices:
-            dm_map = scsi.multipath_of(fs, name)
-            if dm_map is not None:
-                try:
-                    mp.flush(conn.runner, dm_map.name, retries=2, delay=0.5)
-                except BrickError:
-                    pass
+        self._leave_maps(conn)
         refs = [ref for ref in self.refs if fs.exists(ref.ident)]
         kernel_writes.bounded_writes(fs, [("%s/delete" % ref.ident, "1") for ref in refs], 10)
         gone_wait = kernel_writes.wait_gone(fs, [ref.ident for ref in refs], 10, sleep=conn.sleep, clock=conn.clock)
@@ -63,6 +69,26 @@ class AttachJournal(object):
         gone.remove = list(self.refs)
         remove_stale_links(fs, gone)
         return left
+
+    def _leave_maps(self, conn):
+        """The maps the scanned devices are in: one that this attach formed is flushed (best effort: the devices
+        are deleted anyway); from one that was there before (another volume's, or this volume's own map on other
+        paths) the devices are only taken out (``multipathd del path``), and the map keeps its other paths."""
+        out_of = []
+        for name in self.devices:
+            dm_map = scsi.multipath_of(conn.fs, name)
+            if dm_map is None:
+                continue
+            if self.made_map(dm_map):
+                try:
+                    mp.flush(conn.runner, dm_map.name, retries=2, delay=0.5)
+                except BrickError:
+                    pass
+                continue
+            mp.del_path(conn.runner, name)
+            out_of.append((dm_map.dm, name))
+        if out_of:
+            mp.wait_paths_left(conn.fs, out_of, 10, sleep=conn.sleep, clock=conn.clock)
 
     def _logout(self, conn, db):
         left = []
@@ -86,10 +112,15 @@ class Attacher(object):
         self.paths = paths
         self.use_mp = use_mp
         self.journal = journal
+        journal.remember_maps(conn.fs)
+        # the login threads share the node lock: they wait for each other instead of failing on a lock object
+        # that one of them holds (the modules' HostLock is not re-entrant)
+        conn.node_lock = ThreadSharedLock.around(conn.node_lock)
         self.results = []
         self.persisted = []  # the paths whose records have the boot settings already
 
     def run(self):
+        self.db.check_before_attach(self.paths, self.conn.auth.node_params())  # records: nothing has run yet
         failures = PortalFailures(self.conn)
         try:
             if self.use_mp:
@@ -121,7 +152,7 @@ class Attacher(object):
             thread.daemon = True
             threads.append((thread, result))
             thread.start()
-        budget = conn.login_timeout * (max(1, conn.login_retries) + 1) + 10 + conn.device_wait + 5
+        budget = max([self.db.login_budget(path) for path, _result in todo] or [0]) + conn.device_wait + 5
         deadline = conn.clock() + budget
         for thread, result in threads:
             thread.join(max(0.0, deadline - conn.clock()))
@@ -260,10 +291,12 @@ class Attacher(object):
         failed = [outcome for outcome in self.results if outcome.get("device") is None]
         if not good:
             self._fail(failed)
-        identity.verify(conn, [outcome["device"] for outcome in good], None, fresh=self.journal.devices)
+        devs = [outcome["device"] for outcome in good]
+        # the maps the devices are in count too: a map of another WWID (a LUN the array reused behind an old map)
+        # is another volume's, refused before anything else is done
+        identity.verify(conn, devs, None, fresh=self.journal.devices, maps=identity.maps_of(conn.fs, devs))
         for result in failed:
             self._forget_path(result)
-        devs = [outcome["device"] for outcome in good]
         dm_map = None
         use_mp = self.use_mp
         if use_mp and len(self.paths) == 1 and conn.multipath == "auto" and not mp.wwid_known(conn.fs, devs[0].wwid):
@@ -273,6 +306,9 @@ class Attacher(object):
         if use_mp:
             dm_map = self._wait_map(devs, len(good))
             if dm_map is None:
+                # a map of another WWID may have taken a device meanwhile: refused, never returned
+                identity.verify(conn, devs, None, fresh=[device.name for device in devs],
+                                maps=identity.maps_of(conn.fs, devs))
                 msg = "no multipath map formed for %s (%d path(s))" % (devs[0].wwid, len(devs))
                 if conn.multipath == "required":
                     raise AttachError(msg, hint="check multipathd and /etc/multipath.conf (blacklist, find_multipaths)")
@@ -330,7 +366,10 @@ class Attacher(object):
 
     def _wait_map(self, devs, live):
         """Wait (bounded) for multipathd's map with every live path.  find_multipaths builds a map on its own once
-        two paths share a WWID; for a single live path it needs to be told (multipath -a + add path)."""
+        two paths share a WWID; for a single live path it needs to be told (multipath -a + add path).
+
+        Only a map of the devices' WWID (verified) is the volume's: when a device is in a map of another WWID, there
+        is no map to wait for (None, and nothing asked of multipathd)."""
         conn = self.conn
         names = [device.name for device in devs]
         wwid = devs[0].wwid
@@ -338,7 +377,10 @@ class Attacher(object):
         asked = False
         pauses = backoff(conn.poll)
         while True:
-            dm_map = next((m for m in (scsi.multipath_of(conn.fs, n) for n in names) if m), None)
+            maps = identity.maps_of(conn.fs, devs)
+            if wwid and any(m.wwid != wwid for m in maps):
+                return None
+            dm_map = maps[0] if maps else None
             if dm_map is not None and set(names) <= set(dm_map.slaves) and mp.map_ready(conn.fs, dm_map):
                 return dm_map
             if dm_map is None and not asked and live < 2 and wwid:
@@ -355,6 +397,63 @@ class Attacher(object):
                     return dm_map
                 return None
             conn.sleep(next(pauses))
+
+
+class ThreadSharedLock(object):
+    """The node lock shared by the threads of one process: a thread waits (at most ``timeout`` seconds) until no
+    other thread of the process holds it, then takes the host-wide lock ``inner`` (a ``HostLock``, which one object
+    can hold only once, or any lock with acquire()/release()).  Threads of one attach thus take turns, and other
+    processes are still excluded by ``inner`` itself.
+
+    The wait for another thread is ``timeout`` when given, else ``inner``'s own lock timeout kept between
+    MIN_WAIT and MAX_WAIT (a thread holds the lock for one node-DB write, each bounded by the command timeout;
+    lock_timeout 0, "do not queue behind other processes", must not make the threads of one attach fail, and a
+    patient lock still gets a bound)."""
+
+    MIN_WAIT = 30.0
+    MAX_WAIT = 300.0
+
+    def __init__(self, inner, timeout: float | None = None) -> None:
+        self.inner = inner
+        if timeout is None:
+            own = getattr(inner, "timeout", None)
+            if isinstance(own, bool) or not isinstance(own, (int, float)) or not own >= 0:
+                own = self.MAX_WAIT
+            timeout = max(self.MIN_WAIT, min(float(own), self.MAX_WAIT))
+        self.timeout = min(max(0.0, float(timeout)), threading.TIMEOUT_MAX)
+        self._turn = threading.Lock()
+
+    @classmethod
+    def around(cls, lock) -> ThreadSharedLock:
+        """``lock`` shared between threads (itself when it is shared already)."""
+        return lock if isinstance(lock, cls) else cls(lock)
+
+    def acquire(self):
+        if not self._turn.acquire(timeout=self.timeout):
+            name = getattr(self.inner, "name", "node-DB")
+            raise LockTimeout("lock '%s': another thread of this task held it for more than %ss" % (name, self.timeout),
+                              hint="a node-DB write of this task did not finish: check iscsiadm and the lock "
+                                   "directory (%s)" % getattr(self.inner, "lock_dir", "in memory"),
+                              lock=name, waited=self.timeout)
+        try:
+            return self.inner.acquire()
+        except BaseException:
+            self._turn.release()
+            raise
+
+    def release(self):
+        try:
+            self.inner.release()
+        finally:
+            self._turn.release()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
 
 
 def backoff(poll, first=0.005):

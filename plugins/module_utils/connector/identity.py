@@ -16,11 +16,14 @@ from . import kernel_writes, scsi
 from .errors import AttachError, VolumeMismatch
 
 
-def verify(conn, devs, dm_map, fresh=(), rescan=True):
-    """Check that ``devs`` (and their map ``dm_map``) serve one volume, ``conn.wwid`` when it was given.
+def verify(conn, devs, dm_map, fresh=(), rescan=True, maps=()):
+    """Check that ``devs`` (and their map ``dm_map``, and every other map in ``maps``) serve one volume,
+    ``conn.wwid`` when it was given.
 
-    The devices this call did not scan itself (``fresh``) are rescanned first, and their WWIDs read again.
-    Raises VolumeMismatch, naming every device and WWID, when they disagree; returns the WWID."""
+    The devices this call did not scan itself (``fresh``) are rescanned first, and their WWIDs read again.  A map
+    serves the WWID it was made for (its uuid): a map whose WWID is not the volume's is another volume's, even when
+    the devices in it now report the volume's WWID (a LUN the array reused behind an old map).
+    Raises VolumeMismatch, naming every device, map and WWID, when they disagree; returns the WWID."""
     stale = [d for d in devs if d.name not in fresh]
     if rescan and stale:
         slow = kernel_writes.rescan(conn.fs, stale, timeout=conn.rescan_timeout)
@@ -29,23 +32,34 @@ def verify(conn, devs, dm_map, fresh=(), rescan=True):
                 ", ".join(slow), conn.rescan_timeout))
         for dev in stale:
             dev.wwid = scsi.read_wwid(conn.fs, dev)
+    all_maps = ([dm_map] if dm_map is not None else []) + [
+        m for m in maps if m is not None and (dm_map is None or m.dm != dm_map.dm)]
     expected = conn.wwid
-    want = expected or (dm_map.wwid if dm_map is not None else None)
+    want = expected or (all_maps[0].wwid if all_maps else None)
     wwids = sorted(set(d.wwid for d in devs if d.wwid))
     bad = [d for d in devs if d.wwid and want and d.wwid != want]
-    map_differs = bool(expected and dm_map is not None and dm_map.wwid != expected)
+    map_differs = bool(want and any(m.wwid != want for m in all_maps))
     if not bad and len(wwids) <= 1 and not map_differs and not (expected and not wwids):
         return wwids[0] if wwids else None
     parts = ["%s (%s) reports %s" % (d.dev, d.hctl, d.wwid or "no WWID") for d in devs]
-    if dm_map is not None:
-        parts.append("map %s serves %s" % (dm_map.name, dm_map.wwid))
+    parts += ["map %s serves %s" % (m.name, m.wwid) for m in all_maps]
     head = "expected WWID %s, but " % expected if expected else "the paths of this volume disagree: "
     raise VolumeMismatch(
         head + "; ".join(parts) + ". The array has probably mapped another volume at this LUN number",
         hint="nothing of the other volume was touched; detach the stale paths with state=absent and the "
              "old wwid, then attach again (or correct wwid)",
         expected_wwid=expected, wwids=dict((d.dev, d.wwid) for d in devs),
-        map_wwid=dm_map.wwid if dm_map is not None else None)
+        map_wwid=all_maps[0].wwid if all_maps else None)
+
+
+def maps_of(fs, devs):
+    """The multipath maps holding ``devs`` (each map once, in the order of the devices)."""
+    out = []
+    for dev in devs:
+        dm_map = scsi.multipath_of(fs, dev.name) if dev.name else None
+        if dm_map is not None and all(m.dm != dm_map.dm for m in out):
+            out.append(dm_map)
+    return out
 
 
 def size_of(fs, name):
