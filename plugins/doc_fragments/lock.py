@@ -14,6 +14,8 @@ options:
       - Waiters are served first come, first served across all processes on the host, so a task that
         queued first is never overtaken by later ones, however short their turns.
       - V(0) tries once and fails at once if another process holds the lock.
+      - At most V(604800) seconds (7 days); a larger value fails before anything runs. Use V(patient) to wait
+        longer.
       - V(patient) waits as long as it takes. Use it for steps that must not be abandoned half way;
         the task then finishes only once everyone ahead of it in the queue is done.
       - A holder that dies (even by C(kill -9)) releases the lock at once, so a crashed run never
@@ -34,6 +36,8 @@ options:
         is writable by group or others, or is not owned by the user the task runs as (anyone who can write
         there could fake or remove lock tickets), or if a parent directory could be changed by another user.
       - An absolute path without control characters.
+      - With the environment variable E(BRICK_STORAGE_ROOT) set (the host's tree below another root, as on the
+        simulated hosts of the tests), the default is C(/run/brick-storage) below that root.
       - Use the same value for every task that must be serialised; tasks with different lock
         directories do not see each other.
     type: path

@@ -69,6 +69,9 @@ options:
   lun:
     description:
       - LUN number, or one per portal in the same order. LUNs above 255 are supported.
+      - Without O(portals) (a detach), each LUN given is looked for on every session of O(iqn), and all of them are
+        detached; they must be paths of one volume (one WWID), else the detach fails and changes nothing (give
+        O(wwid) to detach only that volume's paths, or run one task per volume).
       - Defaults to V([0]). Not allowed with O(session_only=true).
       - The aliases C(target_lun) and C(target_luns) are os-brick's names.
     type: list
@@ -177,9 +180,11 @@ options:
       - V(peripheral) (os-brick's C(SAM) or C(transparent)) uses O(lun) as it is. V(flat) (os-brick's
         C(SAM3-flat)) uses flat space addressing, which the kernel sees as 16384 + O(lun). V(sam2) (os-brick's
         C(SAM2)) uses peripheral addressing below 256 and flat space from 256.
-      - V(auto) uses flat space when another LUN of the session already shows that the array does (the kernel
-        tells), else peripheral; when nothing tells and the LUN does not appear in peripheral form by the first
-        rescan, its flat-space number is scanned too.
+      - V(auto) finds the LUN in the form the session shows it (O(lun) first, then 16384 + O(lun)); another LUN
+        never decides where a LUN that is there is found (a V(sam2) array shows LUN 1 as 1 beside LUN 300 in flat
+        space). Only for a LUN the session does not show yet (the attach's scan) it uses flat space when another
+        LUN of the session is in flat space, else peripheral; when the LUN does not appear in peripheral form by
+        the first rescan, its flat-space number is scanned too.
       - The orphan audit reports the kernel's LUN numbers; a number of 16384 or more is used as it is.
     type: str
     choices: [auto, peripheral, flat, sam2, SAM, transparent, SAM2, SAM3-flat]
@@ -462,7 +467,7 @@ from ansible_collections.brick.storage.plugins.module_utils.connector import isc
 from ansible_collections.brick.storage.plugins.module_utils.connector.errors import BrickError, InvalidInput
 from ansible_collections.brick.storage.plugins.module_utils.connector.hostfs import HostFS
 from ansible_collections.brick.storage.plugins.module_utils.connector.lock import HostLock, LockSet, parse_lock_timeout
-from ansible_collections.brick.storage.plugins.module_utils.connector.lockdir import target_lock_name
+from ansible_collections.brick.storage.plugins.module_utils.connector.lockdir import lock_dir_for, target_lock_name
 from ansible_collections.brick.storage.plugins.module_utils.connector.runner import Runner
 
 # Rules between options that ansible-core checks before main() goes on, with its own messages. The connector
@@ -570,7 +575,7 @@ def _connector(request):
                            multipath=params["multipath"], multipath_wait=params["multipath_wait_timeout"],
                            auth=request.auth, startup=params["startup"], wwid=request.wwid,
                            skip_failed_for=params["skip_failed_portals_for"], lun_addressing=params["lun_addressing"],
-                           failure_log=os.path.join(params["lock_dir"], "failed-portals.json"))
+                           failure_log=os.path.join(lock_dir_for(params["lock_dir"]), "failed-portals.json"))
 
 
 # -- the run ---------------------------------------------------------------------------------------------------
@@ -715,7 +720,8 @@ def _predicted_attach(conn, paths, before, result):
     """Check mode: the sessions the attach would log in, a device per path that has none, and a map (multipath=auto
     makes one only when multipathd runs, which check mode does not ask; multipath=off stops at the first portal
     that works: the first one is shown)."""
-    if "would_login" not in result:  # attached already (a map to resize): nothing comes or goes
+    if "would_login" not in result or not result["changed"]:
+        # attached already (a map to resize), or only portals whose last login failed: nothing comes or goes
         return before
     if conn.multipath == "off":
         paths = paths[:1]

@@ -99,8 +99,9 @@ class Connector(object):
         return [s for s in sessions if session_matches(s, path, self.iface)]
 
     def node_exists(self, path: Path) -> bool:
-        """Whether ``path`` has a node record on this connector's iface."""
-        return self.db.exists(path)
+        """Whether ``path`` has a node record on this connector's iface that the collection created (its ledger,
+        records.py): the only records a detach may delete."""
+        return self.db.ours(path)
 
     def record_files(self, path: Path) -> list[str]:
         return self.db.record_files(path)
@@ -165,7 +166,7 @@ class Connector(object):
         devs, dm_map = have
         sizes = dict((device.name, identity.size_of(self.fs, device.name)) for device in devs)
         # check mode changes nothing, not even the kernel's view of the LUN: it compares sysfs as it is
-        identity.verify(self, devs, dm_map, rescan=not check_mode)
+        identity.verify(self, devs, dm_map, rescan=not check_mode, maps=identity.maps_of(self.fs, devs))
         grown = identity.grow(self, devs, dm_map, sizes, check_mode, resize)
         res = self.describe(paths, devs, dm_map, changed=bool(grown))
         if grown:
@@ -180,8 +181,8 @@ class Connector(object):
         if done is not None:
             return done
         if check_mode:
-            return {"changed": True, "msg": "would attach %s" % ", ".join(repr(path) for path in paths),
-                    "would_login": [str(path.portal) for path in paths if not self.sessions_for(path)]}
+            self.db.check_before_attach(paths, self.auth.node_params())  # the real run's refusals (records)
+            return self._predicted_attach(paths)
         from . import attach
         journal = attach.AttachJournal()
         before = self._fingerprint(paths)
@@ -199,6 +200,25 @@ class Connector(object):
                     err.details["leftovers"] = leftovers
                 raise
             raise AttachError("attach failed: %s" % err, leftovers=leftovers) from err
+
+    def _predicted_attach(self, paths: list[Path]) -> dict:
+        """Check mode: the portals the attach would log in to, and whether the host would change.  A portal whose
+        last login failed (the failure log) is predicted to fail again: a re-run that can only retry it changes
+        nothing, as the real run then reports (a warning says the prediction rests on that log)."""
+        from .failures import PortalFailures
+        failures = PortalFailures(self)
+        login = [path for path in paths if not self.sessions_for(path)]
+        failing = [path for path in login if failures.last_failure(path) is not None]
+        for path in failing:
+            self.warnings.append("the last login to %s (%s) failed %ds ago: check mode expects it to fail again and "
+                                 "the host to stay as it is" % (path.portal, path.iqn,
+                                                                int(self.wall_clock() - failures.last_failure(path))))
+        with_device = set(entry["path"].key() for entry in self.state(paths) if entry["devices"])
+        to_scan = [path for path in paths if path not in login and path.key() not in with_device]
+        changed = len(failing) < len(login) or bool(to_scan)
+        what = login or paths
+        return {"changed": changed, "msg": "would attach %s" % ", ".join(repr(path) for path in what),
+                "would_login": [str(path.portal) for path in login]}
 
     def _use_multipath(self, paths):
         if self.multipath == "off":
@@ -315,7 +335,8 @@ def build_paths(portals: list[str] | None, iqns: list[str] | None, luns: list[in
 
     Portals given as host names are resolved here, before anything runs: the kernel shows sessions with numeric
     addresses only.  A new login uses the first address; sessions on any address of the name belong to the path.
-    ``session_only`` paths carry no LUN (``luns`` must be empty or None)."""
+    ``session_only`` paths carry no LUN (``luns`` must be empty or None).  Without portals (a detach), every LUN
+    given is a path of its own on every session of the target (a LUN listed twice is one path)."""
     ports = [validate.portal(p) for p in (portals or [])]
     iqns = [validate.iqn(i) for i in (iqns or [])]
     if session_only:
@@ -327,7 +348,8 @@ def build_paths(portals: list[str] | None, iqns: list[str] | None, luns: list[in
     if not ports:
         if len(iqns) != 1:
             raise InvalidInput("without portals, give exactly one target IQN")
-        return [Path(None, iqns[0], luns[0])]
+        unique = [lun for index, lun in enumerate(luns) if lun not in luns[:index]]
+        return [Path(None, iqns[0], lun) for lun in unique]
     resolved = check_portals(ports, resolver)
     count = len(ports)
     if len(iqns) not in (1, count):

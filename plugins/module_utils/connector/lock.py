@@ -40,7 +40,7 @@ from .lock_tickets import (  # noqa: F401
     _wait_in_thread,
     live_queue,
 )
-from .lockdir import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT, HOST_LOCK, ensure_lock_dir, parse_lock_timeout, safe_lock_name  # noqa: F401
+from .lockdir import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT, HOST_LOCK, ensure_lock_dir, lock_dir_for, parse_lock_timeout, safe_lock_name  # noqa: F401
 from .validate import lock_dir as check_path
 
 _SEQ_SUFFIX = ".seq"
@@ -69,7 +69,7 @@ class HostLock(object):
     def __init__(self, name: str = HOST_LOCK, lock_dir: str | None = None, timeout: object = DEFAULT_LOCK_TIMEOUT,
                  poll: float | None = None, info: str | None = None) -> None:
         self.name = safe_lock_name(name)
-        self.lock_dir = os.path.abspath(check_path(lock_dir or DEFAULT_LOCK_DIR))
+        self.lock_dir = os.path.abspath(check_path(lock_dir_for(lock_dir)))
         self.timeout = parse_lock_timeout(timeout, default=None)
         if poll is not None:
             if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not poll > 0:

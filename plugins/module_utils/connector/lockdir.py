@@ -18,11 +18,15 @@ import re
 import stat
 
 from .errors import InvalidInput
-from .validate import lock_dir as check_path
+from .hostfs import ROOT_ENV
+from .validate import lock_dir as check_path, show
 
 # Under /run (root's, mode 0755), not /run/lock: /run/lock is writable by every user, who could pre-create it.
 DEFAULT_LOCK_DIR = "/run/brick-storage"
 DEFAULT_LOCK_TIMEOUT = 300.0
+# The longest lock_timeout in seconds (7 days): longer waits are what ``patient`` is for, and every wait of the lock
+# (threading waits, sleep) must be able to take it (threading.TIMEOUT_MAX is about 292 years, but 1e10 is more).
+MAX_LOCK_TIMEOUT = 7 * 86400.0
 PATIENT = "patient"
 HOST_LOCK = "host"
 
@@ -33,11 +37,27 @@ _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
 # -- input helpers --------------------------------------------------------------------------
+def lock_dir_for(value: str | None = None) -> str:
+    """The lock directory to use for the option value ``value`` (None or the default: DEFAULT_LOCK_DIR).
+
+    On a host whose tree is below another root (the environment variable BRICK_STORAGE_ROOT of hostfs.py: the
+    simulated hosts of the tests, or a host's tree mounted in a container), the default is that root's
+    ``/run/brick-storage``, the same directory as for every other process that sees that host: so a test suite
+    never creates lock files in the machine's own /run.  Any other value is used as it is."""
+    if value and value != DEFAULT_LOCK_DIR:
+        return value
+    root = os.environ.get(ROOT_ENV) or "/"
+    if os.path.abspath(root) == "/":
+        return DEFAULT_LOCK_DIR
+    return os.path.join(os.path.abspath(root), DEFAULT_LOCK_DIR.lstrip("/"))
+
+
 def parse_lock_timeout(value: object, default: float | None = DEFAULT_LOCK_TIMEOUT) -> float | None:
     """Turn a module's ``lock_timeout`` option into seconds (float) or None (= wait forever).
 
     Accepts a number, a numeric string or ``patient``; ``None`` gives ``default``.  Booleans,
-    negative, infinite or non-numeric values raise :class:`InvalidInput`.
+    negative, infinite, non-numeric values and values over ``MAX_LOCK_TIMEOUT`` (which no wait of the lock could
+    take: ``threading`` waits overflow past ``threading.TIMEOUT_MAX``) raise :class:`InvalidInput`.
     """
     if value is None:
         return default
@@ -53,12 +73,19 @@ def parse_lock_timeout(value: object, default: float | None = DEFAULT_LOCK_TIMEO
         except ValueError:
             seconds = None
     elif isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float: too long, said below
+            seconds = MAX_LOCK_TIMEOUT + 1
     else:
         seconds = None
     if seconds is None or math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
         raise InvalidInput("lock_timeout %r is invalid: expected a number of seconds >= 0 or 'patient'" % (value,),
                            hint="use e.g. lock_timeout: 300, 0 to try once, or patient to wait as long as it takes")
+    if seconds > MAX_LOCK_TIMEOUT:
+        raise InvalidInput("lock_timeout %s is too long: at most %d seconds (7 days), or 'patient' to wait as long as "
+                           "it takes" % (show(value, 40), MAX_LOCK_TIMEOUT),
+                           hint="use lock_timeout: patient to queue without a limit")
     return seconds
 
 
@@ -130,7 +157,7 @@ def ensure_lock_dir(lock_dir: str | None = None) -> str:
     when a parent directory could be changed by someone else.  Nothing is followed: a link planted at the
     path by another local user is refused, never used.
     """
-    path = os.path.abspath(check_path(lock_dir or DEFAULT_LOCK_DIR))
+    path = os.path.abspath(check_path(lock_dir_for(lock_dir)))
     parent = os.path.dirname(path)
     try:
         if not os.path.isdir(parent):

@@ -98,7 +98,7 @@ HOSTILE_VOLUME = [
     ("device-wait-nan", dict(device_wait_timeout=float("nan")), "device_wait_timeout"),
     ("multipath-wait-huge", dict(multipath_wait_timeout=1e300), "multipath_wait_timeout"),
     ("login-retries-huge", dict(login_retries=10 ** 9), "login_retries"),
-    ("lock-timeout-huge", dict(lock_timeout=1e300), None),
+    ("lock-timeout-huge", dict(lock_timeout=1e300), "at most 604800 seconds"),  # no wait could take it
 ]
 
 
