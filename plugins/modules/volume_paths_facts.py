@@ -37,16 +37,24 @@ options:
       - One volume whose existing paths are wanted, as the attach and detach modules name it.
       - The paths are matched by portal, IQN and LUN on the live sessions and on the by-path links; the map is
         found through the matching devices.
+      - A session matches a portal by its persistent address (a host name when it was logged in with
+        C(iscsiadm -p NAME)) or by its connection's address, so a portal given by number or by name finds it.
     type: dict
     suboptions:
       portals:
         description:
           - Portals of the volume as C(address:port), C(address) (port 3260) or C([IPv6]:port).
-          - A host name is resolved (every address of it), as the kernel shows sessions with numeric addresses.
+          - A host name is resolved (every address of it, bounded), as the kernel shows sessions with numeric
+            addresses; a session whose persistent address is that name matches too.
         type: list
         elements: str
         required: true
         aliases: [portal]
+      iface:
+        description:
+          - Only the sessions of this open-iscsi interface (as O(brick.storage.iscsi_volume#module:iface)). Unset,
+            the sessions of every interface.
+        type: str
       iqn:
         description: Target IQN of the volume.
         type: str
@@ -68,6 +76,8 @@ options:
       - Each entry is either a WWID string (multipath form C(3600140...) or sysfs form C(naa.600140...)), or a
         dictionary with C(iqn) and C(lun) and optionally C(portal) or C(portals) (to expect only some paths),
         or a dictionary with C(wwid).
+      - A portal given by host name is resolved (bounded; a name that does not resolve fails the module) and
+        matches a session on any of its addresses, or whose persistent address is the name.
       - Leave it unset for no comparison. An empty list means the host should have no iSCSI LUN at all.
       - Typically comes from an inventory variable of the host.
     type: list
@@ -156,7 +166,9 @@ ansible_facts:
           contains:
             sid: {description: Session id., type: int}
             host: {description: SCSI host number., type: int}
-            portal: {description: "Portal (C(addr:port), IPv6 in brackets).", type: str}
+            portal: {description: "Portal (C(addr:port), IPv6 in brackets): the persistent address, a host name for a
+                     session logged in with C(iscsiadm -p NAME).", type: str}
+            address: {description: "The connection's (numeric) address.", type: str}
             iqn: {description: Target IQN., type: str}
             state: {description: "C(LOGGED_IN), C(FAILED) or C(FREE).", type: str}
             iface: {description: open-iscsi interface., type: str}
@@ -176,6 +188,8 @@ ansible_facts:
             sid: {description: Session id., type: int}
             session_state: {description: State of the session (null when it is gone)., type: str}
             portal: {description: Portal of the session., type: str}
+            address: {description: "The session connection's address (null when the session is gone).", type: str}
+            iface: {description: "open-iscsi interface of the session (null when the session is gone).", type: str}
             iqn: {description: Target IQN., type: str}
             lun: {description: LUN number., type: int}
             map: {description: "Name of the multipath map holding the path, or null.", type: str}
@@ -198,8 +212,20 @@ ansible_facts:
               elements: dict
               contains:
                 device: {description: Path device., type: str, sample: /dev/sdc}
-                state: {description: "V(active) when the path works, else V(failed).", type: str}
-                dev_state: {description: SCSI device state (null when it cannot be read)., type: str}
+                state:
+                  description:
+                    - V(active) when the path works, V(failed) when it does not, V(unknown) when its state cannot be
+                      read (a map with such a path is never reported as without working path).
+                    - Each transport by its own states (C(transport)); an NVMe namespace works when its controller
+                      is C(live).
+                  type: str
+                dev_state: {description: "SCSI device state, or the NVMe controller's (null when it cannot be read).",
+                            type: str}
+                transport: {description: "V(iscsi), V(scsi) (another SCSI transport: FC, SAS...) or V(nvme).", type: str}
+                recovering:
+                  description: "The path may come back by itself: its iSCSI session is FAILED (recovery) or its NVMe
+                    controller is C(connecting)/C(resetting)."
+                  type: bool
                 session_state: {description: "State of the iSCSI session (null when it is gone or not iSCSI).", type: str}
                 portal: {description: "Portal of the session (null when not iSCSI).", type: str}
                 hctl: {description: "SCSI address (null when not iSCSI).", type: str}
@@ -214,7 +240,7 @@ ansible_facts:
             paths: {description: by-path links of the volume whose device exists., type: list, elements: str}
             dangling_links: {description: by-path links of the volume whose device is gone., type: list, elements: str}
             devices:
-              description: SCSI disks of the volume (device, hctl, portal, sid, state, path_state, wwid, map).
+              description: SCSI disks of the volume (device, hctl, portal, address, iface, sid, state, path_state, wwid, map).
               type: list
               elements: dict
             wwid: {description: WWID of the volume (a list if the paths disagree)., type: raw}
@@ -236,7 +262,7 @@ ansible_facts:
                        maps and sessions with no disk.", type: list, elements: str}
         orphans:
           description: Orphans found, each with C(kind), a readable C(reason) and the ids that apply (C(device),
-            C(hctl), C(sid), C(portal), C(iqn), C(lun), C(wwid), C(map), C(dm), C(link), C(target)).
+            C(hctl), C(sid), C(portal), C(iface), C(iqn), C(lun), C(wwid), C(map), C(dm), C(link), C(target)).
           returned: when O(gather_orphans=true)
           type: list
           elements: dict
@@ -264,6 +290,9 @@ ansible_facts:
               a session without LUN gets C(session_only=true) and a null C(lun)),
               V(file) (with C(path)) or V(manual) (no safe automatic action). Each names the orphan C(kinds) and a
               C(reason).
+            - An V(iscsi_volume) action names the C(iface) of its session(s) (null when no session is known, for
+              a disk whose session is gone). The detach must run on that interface, or it would act on the
+              session of another interface to the same portal.
           returned: when O(gather_orphans=true)
           type: list
           elements: dict
@@ -287,6 +316,7 @@ def argument_spec():
             iqn=dict(type="str", required=True),
             lun=dict(type="int", required=True),
             wwid=dict(type="str"),
+            iface=dict(type="str"),
         )),
         expected=dict(type="list", elements="raw"),
         gather_orphans=dict(type="bool", default=True),

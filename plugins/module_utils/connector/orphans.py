@@ -31,7 +31,7 @@ DETACH_KINDS = ("device_without_session", "device_on_failed_session", "session_w
 def ids(row):
     """Identifying fields of a LUN path, for orphans and cleanup actions."""
     return {"device": row["device"], "hctl": row["hctl"], "sid": row["sid"], "portal": row["portal"],
-            "iqn": row["iqn"], "lun": row["lun"], "wwid": row["wwid"], "map": row["map"]}
+            "iface": row.get("iface"), "iqn": row["iqn"], "lun": row["lun"], "wwid": row["wwid"], "map": row["map"]}
 
 
 def _orphan(kind, reason, row):
@@ -80,12 +80,16 @@ def _lunless(session):
     return {"kind": "session_without_lun",
             "reason": "session %d to %s %s (state %s) has no SCSI device"
                       % (session["sid"], session["portal"], session["iqn"], session["state"]),
-            "sid": session["sid"], "portal": session["portal"], "iqn": session["iqn"], "lun": None,
-            "state": session["state"]}
+            "sid": session["sid"], "portal": session["portal"], "iface": session.get("iface"), "iqn": session["iqn"],
+            "lun": None, "state": session["state"]}
 
 
 def _map_is_dead(row):
-    return not row["active_paths"] and not any(p["session_state"] in SESSION_RECOVERING for p in row["paths"])
+    """No path works, none may come back by itself (iSCSI session or NVMe controller in recovery), and none is
+    of a kind whose state could not be judged: a map with a working path is never planned for a flush."""
+    return not row["active_paths"] and not any(
+        p["session_state"] in SESSION_RECOVERING or p.get("recovering") or p["state"] not in ("active", "failed")
+        for p in row["paths"])
 
 
 def _dead_map(row):
@@ -148,16 +152,19 @@ class _Plan(object):
         self.map_wwid = dict((m["name"], m["wwid"]) for m in map_rows or ())
         self.flush, self.detach, self.files, self.manual = [], [], [], []
         self.seen = set()
-        self.detach_of = {}  # (portal, iqn, lun) -> its detach action: one per path, found without a scan
+        # (portal, iqn, lun, iface) -> its detach action: one per path, found without a scan.  The iface is part
+        # of every key: two sessions to one portal on two ifaces are two paths, and a detach runs on one iface.
+        self.detach_of = {}
         self.unexpected = {}
         for orphan in orphans:
             if orphan["kind"] == "unexpected_lun":
-                group = self.unexpected.setdefault((orphan["iqn"], orphan["lun"], _serves(orphan, self.map_wwid)),
-                                                   {"portals": [], "reasons": []})
+                key = (orphan["iqn"], orphan["lun"], _serves(orphan, self.map_wwid), orphan.get("iface"))
+                group = self.unexpected.setdefault(key, {"portals": [], "reasons": []})
                 if orphan["portal"] not in group["portals"]:
                     group["portals"].append(orphan["portal"])
                 group["reasons"].append(orphan["reason"])
-        self.covered = set((p, iqn, lun) for (iqn, lun, _w), g in self.unexpected.items() for p in g["portals"])
+        self.covered = set((p, iqn, lun, iface) for (iqn, lun, _w, iface), g in self.unexpected.items()
+                           for p in g["portals"])
 
     def add(self, orphan):
         kind = orphan["kind"]
@@ -176,7 +183,7 @@ class _Plan(object):
             self.manual.append({"action": "manual", "kinds": [kind], "reason": orphan["reason"],
                                 "device": orphan.get("device"), "hctl": orphan.get("hctl")})
             return
-        key = (orphan["portal"], orphan["iqn"], orphan["lun"])
+        key = (orphan["portal"], orphan["iqn"], orphan["lun"], orphan.get("iface"))
         if key in self.covered:
             return
         action = self.detach_of.get(key)
@@ -185,7 +192,7 @@ class _Plan(object):
                 action["kinds"].append(kind)
             return
         action = {"action": "iscsi_volume", "portals": [orphan["portal"]], "iqn": orphan["iqn"], "lun": orphan["lun"],
-                  "kinds": [kind], "reason": orphan["reason"]}
+                  "iface": orphan.get("iface"), "kinds": [kind], "reason": orphan["reason"]}
         if kind == "session_without_lun":
             action["session_only"] = True
         else:
@@ -194,9 +201,11 @@ class _Plan(object):
         self.detach_of[key] = action
 
     def actions(self):
-        for (iqn, lun, wwid), group in sorted(self.unexpected.items(), key=lambda x: (x[0][0], x[0][1], x[0][2] or "")):
+        for (iqn, lun, wwid, iface), group in sorted(self.unexpected.items(),
+                                                     key=lambda x: (x[0][0], x[0][1], x[0][2] or "", x[0][3] or "")):
             self.detach.append({"action": "iscsi_volume", "portals": sorted(group["portals"]), "iqn": iqn, "lun": lun,
-                                "wwid": wwid, "kinds": ["unexpected_lun"], "reason": "; ".join(group["reasons"])})
+                                "iface": iface, "wwid": wwid, "kinds": ["unexpected_lun"],
+                                "reason": "; ".join(group["reasons"])})
         return self.flush + self.detach + self.files + self.manual
 
 
@@ -206,8 +215,9 @@ def cleanup_plan(orphans, map_rows=None):
     1. ``multipath_flush`` for maps without a working path (before their paths go), with the map's WWID;
     2. ``iscsi_volume`` (state absent) per path for dead/failed/sessionless devices, with the WWID the path
        serves (so that only that volume's paths go: a failed path of a map that keeps a working path is
-       taken out of the map, the map is never flushed), one action per unexpected volume (all its portals),
-       and a ``session_only`` logout per portal for sessions without a LUN;
+       taken out of the map, the map is never flushed), one action per unexpected volume and iface (all its
+       portals), and a ``session_only`` logout per portal for sessions without a LUN; every one names the
+       ``iface`` of its session(s) (None when no session is known: a device whose session is gone);
     3. ``file`` (state absent) for dangling links.
     Orphans that cannot be mapped to an action (no portal/IQN known) go to ``manual`` actions.
     """

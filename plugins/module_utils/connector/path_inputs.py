@@ -18,10 +18,10 @@ def normalize_volume(volume):
         return None
     if not isinstance(volume, dict):
         raise InvalidInput("volume must be a dictionary with portals, iqn and lun")
-    unknown = sorted(set(volume) - set(("portals", "portal", "iqn", "lun", "wwid")))
+    unknown = sorted(set(volume) - set(("portals", "portal", "iqn", "lun", "wwid", "iface")))
     if unknown:
         raise InvalidInput("volume has unknown key(s): %s" % ", ".join(unknown),
-                           hint="use portals (list), iqn, lun and optionally wwid")
+                           hint="use portals (list), iqn, lun and optionally wwid and iface")
     portals = volume.get("portals")
     if portals is None and volume.get("portal") is not None:
         portals = [volume["portal"]]
@@ -34,16 +34,30 @@ def normalize_volume(volume):
     for i, p in enumerate(portals):
         what = "volume.portals[%d]" % i
         pv = p if isinstance(p, validate.Portal) else validate.portal(p, what)
-        addrs = validate.resolve_portal(pv, what)  # a host name: every address of it (sysfs shows numbers)
+        addrs = _addresses(pv, what)
         if addrs[0] not in out:
             out.append(addrs[0])
             aliases[str(addrs[0])] = addrs[1:]
+        else:
+            aliases[str(addrs[0])] += [a for a in addrs[1:] if a not in aliases[str(addrs[0])]]
     if volume.get("lun") is None:
         raise InvalidInput("volume.lun is missing")
     wwid = volume.get("wwid")
+    iface = volume.get("iface")
     return {"portals": out, "aliases": aliases, "iqn": validate.iqn(volume.get("iqn"), "volume.iqn"),
             "lun": validate.lun(volume.get("lun"), "volume.lun"),
-            "wwid": validate.wwid(wwid, "volume.wwid") if wwid not in (None, "") else None}
+            "wwid": validate.wwid(wwid, "volume.wwid") if wwid not in (None, "") else None,
+            "iface": validate.name(iface, "volume.iface") if iface not in (None, "") else None}
+
+
+def _addresses(portal, what):
+    """A portal's numeric addresses (a host name resolved, bounded: validate.resolve_portal), then the host name
+    itself: a session made with ``iscsiadm -p NAME`` shows NAME as its persistent address (and its by-path links
+    are named for it), the connection's address is a number."""
+    addrs = validate.resolve_portal(portal, what)
+    if addrs != [portal]:
+        addrs = addrs + [validate.Portal(portal.host.lower(), portal.port)]
+    return addrs
 
 
 def _norm_wwid(value, what):
@@ -89,7 +103,9 @@ def normalize_expected(expected):
             portals = [portals]
         if portals:
             for j, p in enumerate(portals):
-                luns.append((q, n, validate.portal(p, "%s.portals[%d]" % (what, j))))
+                where = "%s.portals[%d]" % (what, j)
+                # every address of a host name, and the name (see _addresses): a session is matched on any
+                luns.extend((q, n, address) for address in _addresses(validate.portal(p, where), where))
         else:
             luns.append((q, n, None))
         if item.get("wwid") is not None:

@@ -30,10 +30,12 @@ from . import orphans as orphans_mod
 from .errors import BrickError
 from .orphans import (  # noqa: F401
     SESSION_OK,
+    SESSION_RECOVERING,
     cleanup_plan,
     summarize,
 )
 from .luns import array_lun
+from .matching import address_key
 from .scsi import SEARCH_PATH, Session, block_names, dm_maps, iscsi_sessions, parse_bypath, session_devices, udev_wwid
 
 BY_ID = "/dev/disk/by-id"
@@ -41,14 +43,22 @@ BY_ID = "/dev/disk/by-id"
 _SESSION_IN_PATH = re.compile(r"^(?P<dir>.*/session(?P<sid>\d+))/")
 
 
+# A map path that is an NVMe namespace (nvme-tcp, -rdma, -fc, PCIe with native NVMe multipath off): its
+# ``device`` is the controller, whose ``state`` is NVMe's, not SCSI's.
+_NVME_NAMESPACE = re.compile(r"^nvme\d+(c\d+)?n\d+$")
+NVME_LIVE = "live"
+# the controller reconnects or resets: the path may come back by itself (like an iSCSI session in recovery)
+NVME_RECOVERING_STATES = ("new", "connecting", "resetting")
+
+
 # -- helpers ---------------------------------------------------------------------------------
 def _portal_key(address, port):
     if address is None:
         return None
     try:
-        return (str(address).lower(), int(port))
+        return (address_key(address), int(port))
     except (TypeError, ValueError):
-        return (str(address).lower(), port)
+        return (address_key(address), port)
 
 
 def _session_portal(session):
@@ -62,6 +72,17 @@ def _session_portal(session):
 
 def _row_portal_key(row):
     return _session_portal({"portal": row["portal"]})
+
+
+def _row_portal_keys(row):
+    """Every portal key a session (or a LUN row) is known by: its persistent address, which is a host name for a
+    session made with ``iscsiadm -p NAME`` (lab: persistent_address "localhost"), and the connection's address."""
+    keys = set()
+    if row.get("portal"):
+        keys.add(_row_portal_key(row))
+        if row.get("address"):
+            keys.add(_portal_key(row["address"], _row_portal_key(row)[1]))
+    return keys
 
 
 def _link_index(fs, directory, blocks, devnodes):
@@ -116,6 +137,8 @@ def _lun_row(dev, session, map_of, links_of):
             "path_state": "failed" if session is None else _path_state(dev.state, session_state),
             "sid": session.sid if session is not None else None, "session_state": session_state,
             "portal": session.portal if session is not None else None,
+            "address": session.conn_address if session is not None else None,
+            "iface": session.iface if session is not None else None,
             "iqn": session.iqn if session is not None else None,
             "lun": dev.lun, "map": dm_map.name if dm_map else None, "dm": dm_map.dev if dm_map else None,
             "by_path": sorted(links.get("by_path", [])), "by_id": sorted(links.get("by_id", []))}
@@ -164,8 +187,8 @@ class _Inventory(object):
         for session in iscsi_sessions(self.fs):
             self.known_sids.add(session.sid)
             self.sessions.append({"sid": session.sid, "host": session.host, "portal": session.portal,
-                                  "iqn": session.iqn, "state": session.state, "iface": session.iface,
-                                  "tpgt": session.tpgt})
+                                  "address": session.conn_address, "iqn": session.iqn, "state": session.state,
+                                  "iface": session.iface, "tpgt": session.tpgt})
             for dev in _devices(self.fs, session, self.names):
                 row = _lun_row(dev, session, self.map_of, self.links_of)
                 self.luns_of_sid.setdefault(session.sid, []).append(row)
@@ -201,14 +224,29 @@ class _Inventory(object):
             row = self.lun_by_name.get(sd)
             if row is not None:
                 paths.append({"device": "/dev/" + sd, "state": row["path_state"], "dev_state": row["state"],
-                              "session_state": row["session_state"], "portal": row["portal"], "hctl": row["hctl"]})
-            else:  # not an iSCSI path (FC, SAS...) or not a SCSI disk at all
-                state = self.fs.read("/sys/class/block/%s/device/state" % sd)
-                paths.append({"device": "/dev/" + sd, "state": _path_state(state, None), "dev_state": state,
-                              "session_state": None, "portal": None, "hctl": None})
+                              "session_state": row["session_state"], "portal": row["portal"], "hctl": row["hctl"],
+                              "transport": "iscsi", "recovering": row["session_state"] in SESSION_RECOVERING})
+            else:  # not an iSCSI path (FC, SAS, NVMe...)
+                paths.append(self._other_path(sd))
         return {"name": dm_map.name, "wwid": dm_map.wwid, "dm": dm_map.dev, "uuid": dm_map.uuid, "size": dm_map.size,
                 "paths": paths, "active_paths": sum(1 for p in paths if p["state"] == "active"),
                 "holders": list(dm_map.holders), "by_id": sorted((self.links_of.get(dm) or {}).get("by_id", []))}
+
+    def _other_path(self, sd):
+        """A map path that is not an iSCSI disk, judged by its own transport's states: an NVMe namespace by its
+        controller's (``live`` works; connecting/resetting may come back), a SCSI disk (FC, SAS) by the SCSI
+        device's; a device whose state cannot be read is ``unknown``, never "failed" on a guess."""
+        state = self.fs.read("/sys/class/block/%s/device/state" % sd)
+        transport = "nvme" if _NVME_NAMESPACE.match(sd) else "scsi"
+        if state is None and self.fs.exists("/sys/class/block/" + sd):
+            judged = "unknown"
+        elif transport == "nvme":
+            judged = "active" if state == NVME_LIVE else "failed"
+        else:
+            judged = _path_state(state, None)
+        return {"device": "/dev/" + sd, "state": judged, "dev_state": state, "session_state": None,
+                "portal": None, "hctl": None, "transport": transport,
+                "recovering": transport == "nvme" and state in NVME_RECOVERING_STATES}
 
 
 def _ids_from_link(row, found):
@@ -287,11 +325,11 @@ class _ExpectedIndex(object):
         if row["wwid"] and row["wwid"].lower() in self.wwids:
             return True
         iqn = (row["iqn"] or "").lower()
-        key = _row_portal_key(row) if row["portal"] else None
+        keys = _row_portal_keys(row)  # the persistent address (maybe a host name) and the connection's
         # the LUN as asked is the kernel's number or, for a flat-space array, the array's (see _same_lun)
         for asked in set((row["lun"], array_lun(row["lun"]))):
             allowed = self.portals.get((iqn, asked))
-            if allowed and (None in allowed or key in allowed):
+            if allowed and (None in allowed or keys & allowed):
                 return True
         return False
 
@@ -305,6 +343,7 @@ class _Volume(object):
         self.inv = inv
         self.iqn = vol["iqn"].lower()
         self.lun = vol["lun"]
+        self.iface = vol.get("iface")  # None: any iface
         self.wanted = dict((_portal_key(p.host, p.port), p) for p in vol["portals"])
         for portal in vol["portals"]:
             for alias in (vol.get("aliases") or {}).get(str(portal), ()):
@@ -313,15 +352,26 @@ class _Volume(object):
                                          "active": False}) for p in vol["portals"])
         self.foreign = []
 
+    def _portal_of(self, row):
+        """The volume's portal that a session or LUN row is on (by its persistent or its connection's address),
+        or None; a row of another iface than the one asked is not the volume's (a disk whose session is gone has
+        no known iface: it stays a candidate, a leftover check must see it)."""
+        other_iface = self.iface is not None and row.get("iface") not in (None, self.iface)
+        if (row["iqn"] or "").lower() != self.iqn or other_iface:
+            return None
+        for key in _row_portal_keys(row):
+            if key in self.wanted:
+                return self.wanted[key]
+        return None
+
     def _sessions(self):
         sids, empty = [], []
         for session in self.inv.sessions:
-            key = _session_portal(session)
-            if (session["iqn"] or "").lower() != self.iqn or key not in self.wanted:
+            portal = self._portal_of(session)
+            if portal is None:
                 continue
             sids.append(session["sid"])
-            self.per_portal[str(self.wanted[key])]["sessions"].append({"sid": session["sid"],
-                                                                       "state": session["state"]})
+            self.per_portal[str(portal)]["sessions"].append({"sid": session["sid"], "state": session["state"]})
             if not self.inv.luns_of_sid.get(session["sid"]):
                 empty.append(session["sid"])
         return sids, empty
@@ -330,10 +380,10 @@ class _Volume(object):
         map_wwid = dict((m["name"], m["wwid"]) for m in self.inv.maps)
         devices = []
         for row in self.inv.luns:
-            if not _same_lun(self.lun, row["lun"]) or (row["iqn"] or "").lower() != self.iqn or row["portal"] is None:
+            if not _same_lun(self.lun, row["lun"]) or row["portal"] is None:
                 continue
-            key = _row_portal_key(row)
-            if key not in self.wanted:
+            portal = self._portal_of(row)
+            if portal is None:
                 continue
             serves = map_wwid.get(row["map"]) if row["map"] else row["wwid"]
             if self.vol.get("wwid") and serves != self.vol["wwid"]:
@@ -342,29 +392,34 @@ class _Volume(object):
                                      "wwid": row["wwid"], "map": row["map"], "serves": serves})
                 continue
             devices.append({"device": row["device"], "hctl": row["hctl"], "portal": row["portal"], "sid": row["sid"],
-                            "state": row["state"], "path_state": row["path_state"], "wwid": row["wwid"],
-                            "map": row["map"]})
-            entry = self.per_portal[str(self.wanted[key])]
+                            "address": row["address"], "iface": row["iface"], "state": row["state"],
+                            "path_state": row["path_state"], "wwid": row["wwid"], "map": row["map"]})
+            entry = self.per_portal[str(portal)]
             entry["devices"].append(row["device"])
             entry["active"] = entry["active"] or row["path_state"] == "active"
         return devices
 
-    def _links(self):
+    def _links(self, devices):
         paths, dangling = [], []
         foreign_nodes = set("/dev/" + (f["device"] or "")[5:] for f in self.foreign)
+        # a link named for another name of the portal (ip-NAME:PORT of a session made with -p NAME, asked for by
+        # number, or the other way round) is the volume's when it resolves to one of the volume's devices
+        ours = dict((d["device"], self.wanted[k]) for d in devices for k in _row_portal_keys(d) if k in self.wanted)
         for name, link, target, _target_name, alive in self.inv.bypath:
             parsed = parse_bypath(name)
             if not parsed or parsed["part"] is not None or not _same_lun(self.lun, parsed["lun"]) or \
                     parsed["iqn"].lower() != self.iqn:
                 continue
-            key = _portal_key(parsed["address"], parsed["port"])
-            if key not in self.wanted:
-                continue
-            if alive and target in foreign_nodes:
-                continue  # the link is right, but the device behind it is another volume now
+            portal = self.wanted.get(_portal_key(parsed["address"], parsed["port"]))
+            if portal is None and alive:
+                portal = ours.get(target)
+            if portal is None or (alive and target in foreign_nodes):
+                continue  # not the volume's portal, or the link is right but the device is another volume now
+            if alive and self.iface is not None and target not in ours:
+                continue  # a device of another iface
             if alive:
                 paths.append(link)
-                self.per_portal[str(self.wanted[key])]["links"].append(link)
+                self.per_portal[str(portal)]["links"].append(link)
             else:
                 dangling.append(link)
         return paths, dangling
@@ -373,7 +428,7 @@ class _Volume(object):
         vol = self.vol
         sids, empty = self._sessions()
         devices = self._devices()
-        paths, dangling = self._links()
+        paths, dangling = self._links(devices)
         wwids = [vol["wwid"]] if vol.get("wwid") else sorted(set(d["wwid"] for d in devices if d["wwid"]))
         map_names = set(d["map"] for d in devices if d["map"])
         vmaps = [m for m in self.inv.maps if m["name"] in map_names or (m["wwid"] and m["wwid"] in wwids)]

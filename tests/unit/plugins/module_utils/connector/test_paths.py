@@ -238,7 +238,7 @@ def test_session_without_lun(host):
     o = f["orphans"][0]
     assert o["portal"] == P1 and o["iqn"] == IQN2 and o["lun"] is None
     # a session-only logout: no LUN is touched (never the module's default LUN 0)
-    assert f["cleanup"] == [{"action": "iscsi_volume", "portals": [P1], "iqn": IQN2, "lun": None,
+    assert f["cleanup"] == [{"action": "iscsi_volume", "portals": [P1], "iqn": IQN2, "lun": None, "iface": "default",
                              "session_only": True, "kinds": ["session_without_lun"], "reason": o["reason"]}]
 
 
@@ -283,7 +283,7 @@ def test_expected_by_iqn_and_lun(two_luns):
     # one detach for the whole unexpected volume, over both portals
     w1 = [r["wwid"] for r in f["luns"] if r["lun"] == 1][0]
     assert f["cleanup"] == [{"action": "iscsi_volume", "portals": [P1, P2], "iqn": IQN, "lun": 1, "wwid": w1,
-                             "kinds": ["unexpected_lun"], "reason": f["cleanup"][0]["reason"]}]
+                             "iface": "default", "kinds": ["unexpected_lun"], "reason": f["cleanup"][0]["reason"]}]
 
 
 def test_expected_by_wwid_both_forms(two_luns):
@@ -329,7 +329,7 @@ def test_cleanup_plan_order_and_dedup():
     ]
     plan = cleanup_plan(orphans)
     assert [a["action"] for a in plan] == ["multipath_flush", "iscsi_volume", "iscsi_volume", "file", "manual"]
-    assert plan[1] == {"action": "iscsi_volume", "portals": [P2], "iqn": IQN, "lun": 0, "wwid": None,
+    assert plan[1] == {"action": "iscsi_volume", "portals": [P2], "iqn": IQN, "lun": 0, "wwid": None, "iface": None,
                        "kinds": ["device_on_failed_session"], "reason": "d1"}
     # LUN 3 is unexpected: one detach over both portals covers its failed path too
     assert plan[2]["portals"] == [P1, P2] and plan[2]["lun"] == 3
