@@ -5,8 +5,9 @@
 
 For fleets where a portal is down for hours, each re-run would otherwise pay the whole login budget to leave the
 host as it was.  Failures are remembered whenever the connector has a log (skipping needs ``skip_failed_for``):
-check mode reads them to predict that a re-run whose portal failed last time changes nothing.  The failures live in a small JSON file of the collection's own, in the root-only lock directory
-(a tmpfs: a reboot forgets them), not under the host root of HostFS.
+check mode reads them to predict that a re-run whose portal failed last time changes nothing.  The failures live
+in a small JSON file of the collection's own, in the root-only lock directory (a tmpfs: a reboot forgets them),
+not under the host root of HostFS.
 """
 
 from __future__ import annotations
