@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .chap import DISCOVERY_AUTH_KEYS
 from .errors import AttachError
-from .iscsiadm import RC_NO_OBJS, SEND_TARGETS_DIRS, IdbmLock, discovery_argv
+from .iscsiadm import RC_NO_OBJS, SEND_TARGETS_DIRS, IdbmLock, discovery_argv, write_record_file
 
 
 def discovery_record(fs, portal):
@@ -80,7 +80,7 @@ def _restore(db, portal, argv_base, record, saved):
     now = discovery_record(db.fs, portal)
     if record is not None:
         with IdbmLock(db.fs, timeout=conn.command_timeout, clock=conn.clock, sleep=conn.sleep):
-            db.fs.write_private(record, saved)
+            write_record_file(db.fs, record, saved)
         return
     if now is None:
         return

@@ -195,12 +195,23 @@ class HostFS(object):
             return False
         return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
 
-    def write_private(self, p, text, mode=0o600):
-        """Replace file ``p`` atomically with ``text``: a new file of mode ``mode`` (0600) in the same directory,
-        written and synced, then renamed over ``p``.  Nobody ever sees a half-written file, and the content is
-        never readable by others, whatever the umask."""
+    def write_private(self, p, text, mode=0o600, tmp_dir=None):
+        """Replace file ``p`` atomically with ``text``: a new file of mode ``mode`` (0600) in the same directory
+        (or in ``tmp_dir``, a directory of the same file system that no program reads as a whole: open-iscsi takes
+        every entry of its record tree for a record), written and synced, then renamed over ``p``.  Nobody ever
+        sees a half-written file, and the content is never readable by others, whatever the umask."""
         real = self.path(p)
+        if tmp_dir is not None:
+            try:
+                return self._write_private(real, os.path.join(self.path(tmp_dir), ""), text, mode)
+            except OSError as err:
+                if err.errno != errno.EXDEV:
+                    raise
+        return self._write_private(real, None, text, mode)
+
+    def _write_private(self, real, tmp_dir, text, mode):
         directory, base = os.path.split(real)
+        directory = tmp_dir or directory
         data = text.encode("utf-8")
         for _attempt in range(100):
             tmp = os.path.join(directory, ".%s.brick-%s" % (base, os.urandom(6).hex()))

@@ -11,6 +11,8 @@ settings), and the saved copies that an attach puts back when it fails.
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 
 from .errors import AttachError, BrickError
@@ -110,13 +112,50 @@ class IdbmLock(object):
         return False
 
 
+# A record write's temporary file goes into the directory that holds ``nodes/`` and ``send_targets/`` (never read
+# as a whole by open-iscsi), not beside the record: a write killed before its rename must not leave a file in the
+# record tree, where iscsiadm would read it as a record.  Such leftovers are removed by the next record write.
+TEMP_LEFTOVER_AGE = 600.0
+
+
+def record_temp_dir(record: str) -> str | None:
+    """Where the temporary file of a write of ``record`` goes: the directory above its record tree."""
+    for tree in NODE_DIRS + SEND_TARGETS_DIRS:
+        if record.startswith(tree + "/"):
+            return tree.rsplit("/", 1)[0]
+    return None
+
+
+def write_record_file(fs, record: str, text: str) -> None:
+    """Replace record file ``record`` with ``text`` atomically (see record_temp_dir), and remove the temporary
+    files that record writes killed long ago left (a live write finishes within the command timeout)."""
+    tmp_dir = record_temp_dir(record)
+    fs.write_private(record, text, tmp_dir=tmp_dir)
+    if tmp_dir is not None:
+        _remove_temp_leftovers(fs, tmp_dir)
+
+
+def _remove_temp_leftovers(fs, tmp_dir):
+    now = time.time()
+    for name in fs.listdir(tmp_dir):
+        if not (name.startswith(".") and ".brick-" in name):
+            continue
+        real = fs.path("%s/%s" % (tmp_dir, name))
+        try:
+            info = os.lstat(real)
+            if stat.S_ISREG(info.st_mode) and now - info.st_mtime > TEMP_LEFTOVER_AGE:
+                os.unlink(real)
+        except OSError:
+            pass
+
+
 def write_record(fs, path, keys, params):
     """Replace the ``keys`` lines of record file ``path`` by ``params``: a new file (mode 0600) renamed over the
     old one.  Refuses a record that is not a regular file owned by us (a link could point anywhere)."""
     if not fs.is_private_file(path):
         raise AttachError("refusing to write CHAP credentials into %s: it is not a regular file owned by the user "
                           "running the task" % path, hint="check the open-iscsi record directory")
-    fs.write_private(path, record_with(fs.read_raw(path) or "", keys, params))
+    write_record_file(fs, path, record_with(fs.read_raw(path) or "", keys, params))
 
 
 def session_logout_argv(session):
@@ -423,7 +462,7 @@ class NodeDB(object):
                     _path, record, text = item
                     try:
                         if text is not None and self.fs.is_private_file(record) and self.fs.read_raw(record) != text:
-                            self.fs.write_private(record, text)
+                            write_record_file(self.fs, record, text)
                     except (IOError, OSError) as e:
                         left.append("node record %s (not restored: %s)" % (record, e))
                     journal.saved.remove(item)
