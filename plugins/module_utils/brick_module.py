@@ -22,7 +22,7 @@ from ansible.module_utils import basic
 from ansible_collections.brick.storage.plugins.module_utils.connector.errors import BrickError, InternalError
 
 # The options of every module that takes the host lock; documented by plugins/doc_fragments/lock.py
-# (brick.storage.lock).  The default is connector.lock.DEFAULT_LOCK_DIR (a unit test keeps them equal; this file
+# (brick.storage.lock).  The default is connector.lockdir.DEFAULT_LOCK_DIR (a unit test keeps them equal; this file
 # does not import the lock code, so that modules without a lock stay small).
 LOCK_OPTIONS = dict(
     lock_timeout=dict(type="raw", default=300),

@@ -40,7 +40,7 @@ from .lock_tickets import (  # noqa: F401
     _wait_in_thread,
     live_queue,
 )
-from .lockdir import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT, HOST_LOCK, ensure_lock_dir, lock_dir_for, parse_lock_timeout, safe_lock_name  # noqa: F401
+from .lockdir import DEFAULT_LOCK_TIMEOUT, HOST_LOCK, ensure_lock_dir, lock_dir_for, parse_lock_timeout, safe_lock_name  # noqa: F401
 from .validate import lock_dir as check_path
 
 _SEQ_SUFFIX = ".seq"

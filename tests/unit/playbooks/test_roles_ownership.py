@@ -94,8 +94,8 @@ def test_initiator_prints_no_iscsid_conf_secret_at_vvv_with_diff(tmp_path):
     common = ("-vvv", "--diff", "-e", json.dumps(DEBIAN_NO_PACKAGES))
     rc, out = hosts.play("--check", *common, brick_initiator_iscsid_conf=settings, brick_initiator_multipath=False)
     assert rc == 0, out[-4000:]
-    assert ADMIN_SECRET not in out and ROLE_SECRET not in out, [ln for ln in out.splitlines()
-                                                               if ADMIN_SECRET in ln or ROLE_SECRET in ln]
+    leaks = [ln for ln in out.splitlines() if ADMIN_SECRET in ln or ROLE_SECRET in ln]
+    assert ADMIN_SECRET not in out and ROLE_SECRET not in out, leaks
     assert hosts.read("h1", "etc/iscsi/iscsid.conf") == ISCSID_WITH_CHAP  # check mode wrote nothing
     rc, out = hosts.play(*common, brick_initiator_iscsid_conf=settings, brick_initiator_multipath=False)
     assert rc == 0, out[-4000:]

@@ -70,7 +70,7 @@ def test_options_merges_copies_and_refuses_a_name_twice(bm):
 
 
 def test_lock_options_default_is_the_connectors(bm):
-    from ansible_collections.brick.storage.plugins.module_utils.connector.lock import DEFAULT_LOCK_DIR
+    from ansible_collections.brick.storage.plugins.module_utils.connector.lockdir import DEFAULT_LOCK_DIR
     assert bm.LOCK_OPTIONS["lock_dir"]["default"] == DEFAULT_LOCK_DIR
 
 

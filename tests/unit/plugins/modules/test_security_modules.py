@@ -151,7 +151,7 @@ def test_block_device_idle_hostile_input(mods, host, run_module, bad):
 
 # -- the lock directory --------------------------------------------------------------------------------------
 def test_lock_dir_defaults_are_root_only(mods):
-    from ansible_collections.brick.storage.plugins.module_utils.connector.lock import DEFAULT_LOCK_DIR
+    from ansible_collections.brick.storage.plugins.module_utils.connector.lockdir import DEFAULT_LOCK_DIR
     frag = open(os.path.join(REPO, "plugins", "doc_fragments", "lock.py")).read()
     doc = yaml.safe_load(frag.split('r"""', 1)[1].split('"""', 1)[0])
     assert doc["options"]["lock_dir"]["default"] == DEFAULT_LOCK_DIR == "/run/brick-storage"

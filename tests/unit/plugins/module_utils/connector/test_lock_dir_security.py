@@ -17,7 +17,8 @@ import time
 import pytest
 
 from connector.errors import InvalidInput, LockTimeout
-from connector.lock import DEFAULT_LOCK_DIR, HostLock, ensure_lock_dir
+from connector.lock import HostLock, ensure_lock_dir
+from connector.lockdir import DEFAULT_LOCK_DIR
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 
