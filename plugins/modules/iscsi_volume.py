@@ -377,6 +377,24 @@ resized:
     how:
       description: C(rescan) or C(multipathd resize map).
       type: str
+remapped:
+  description:
+    - Set when a re-run without O(wwid) found that the array mapped another volume at the LUN number of an attached
+      single path (the rescan made the kernel read a new WWID). The path now serves that volume; the result says
+      C(changed) and a warning names both WWIDs. With O(wwid) such a re-run fails instead.
+  returned: state=present, when a path's WWID changed
+  type: list
+  elements: dict
+  contains:
+    device:
+      description: The path device.
+      type: str
+    old_wwid:
+      description: The WWID it reported before.
+      type: str
+    new_wwid:
+      description: The WWID it reports now.
+      type: str
 failed_paths:
   description: Portals that could not be used by this attach, each with the reason (the map works without them).
   returned: state=present, not in check mode

@@ -165,13 +165,31 @@ class Connector(object):
             return None
         devs, dm_map = have
         sizes = dict((device.name, identity.size_of(self.fs, device.name)) for device in devs)
+        known = dict((device.path, device.wwid) for device in devs)
         # check mode changes nothing, not even the kernel's view of the LUN: it compares sysfs as it is
         identity.verify(self, devs, dm_map, rescan=not check_mode, maps=identity.maps_of(self.fs, devs))
+        remapped = self._remapped(devs, known)
         grown = identity.grow(self, devs, dm_map, sizes, check_mode, resize)
-        res = self.describe(paths, devs, dm_map, changed=bool(grown))
+        res = self.describe(paths, devs, dm_map, changed=bool(grown or remapped))
         if grown:
             res["resized"] = grown
+        if remapped:
+            res["remapped"] = remapped
         return res
+
+    def _remapped(self, devs: list[ScsiDevice], known: dict) -> list[dict]:
+        """The paths whose WWID the rescan changed: the array mapped another volume at the LUN number (no ``wwid``
+        was given, else verify() refused).  The kernel now serves the new volume through them: a change, loudly."""
+        out = []
+        for device in devs:
+            old = known.get(device.path)
+            if old and device.wwid and device.wwid != old:
+                out.append({"device": device.dev, "old_wwid": old, "new_wwid": device.wwid})
+                self.warnings.append(
+                    "%s (%s) reported WWID %s and now reports %s: the array mapped another volume at this LUN "
+                    "number, and this path serves it now; give wwid to refuse such a change" % (
+                        device.dev, device.hctl, old, device.wwid))
+        return out
 
     def connect(self, paths: list[Path], check_mode: bool = False) -> dict:
         """Attach the volume reached through ``paths``.  Returns a result dict."""

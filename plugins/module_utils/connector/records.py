@@ -83,9 +83,12 @@ class Ledger(object):
         self._write(entries)
 
     def drop(self, records: list[str]) -> None:
-        entries = self._live()
-        kept = [entry for entry in entries if entry["file"] not in records]
-        if kept != entries or (not kept and self.fs.lexists(self.path)):
+        """Take ``records`` (and the entries whose file is gone) out of the ledger."""
+        listed = self.entries()
+        if self.problem is not None:
+            raise LedgerError(self.problem)
+        kept = [entry for entry in self._live() if entry["file"] not in records]
+        if kept != listed or (not kept and self.fs.lexists(self.path)):
             self._write(kept)
 
     def _live(self):
