@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 from . import scsi, validate
 from .errors import VolumeMismatch
-from .matching import session_matches
+from .volume import path_objects
 
 
 class DeviceRef(object):
@@ -101,21 +101,17 @@ def _disagreement(refs):
 
 
 def _candidates(fs, paths, iface, sessions, session_only, kernel_lun=None):
+    """(path, session) pairs of the volume (each session once) and its devices, from volume.path_objects()."""
     matched = []
     refs = []
-    for p in paths:
-        for session in sessions:
-            if not session_matches(session, p, iface):
-                continue
-            if session not in [item for _p, item in matched]:
-                matched.append((p, session))
-            if session_only:
-                continue
-            kl = kernel_lun(p, session) if kernel_lun is not None else p.lun
-            for device in scsi.session_devices(fs, session, lun=kl):
-                dm_map = scsi.multipath_of(fs, device.name) if device.name else None
-                if device.path not in [ref.ident for ref in refs]:
-                    refs.append(DeviceRef(device, session, dm_map, p))
+    lun_of = kernel_lun if kernel_lun is not None else (lambda path, _session, _devs=None: path.lun)
+    for found in path_objects(fs, paths, iface, lun_of, sessions=sessions, devices=not session_only, others=False):
+        if found.session not in [item for _p, item in matched]:
+            matched.append((found.path, found.session))
+        for device in found.devices:
+            dm_map = scsi.multipath_of(fs, device.name) if device.name else None
+            if device.path not in [ref.ident for ref in refs]:
+                refs.append(DeviceRef(device, found.session, dm_map, found.path))
     return matched, refs
 
 

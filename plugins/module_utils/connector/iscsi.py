@@ -30,7 +30,7 @@ from .chap import Auth
 from .errors import AttachError, BrickError, CommandError, InvalidInput
 from .iscsiadm import NodeDB
 from .matching import address_key, session_matches
-from .volume import Path
+from .volume import Path, path_objects
 
 if TYPE_CHECKING:
     from .detach_plan import DetachPlan
@@ -108,16 +108,8 @@ class Connector(object):
 
     def state(self, paths: list[Path]) -> list[dict]:
         """What of the volume is attached right now: per (path, session), its devices and the other LUNs."""
-        sessions = scsi.iscsi_sessions(self.fs)
-        out = []
-        for path in paths:
-            for session in self.sessions_for(path, sessions):
-                devs = scsi.session_devices(self.fs, session)
-                kernel_lun = self.kernel_lun(path, session, devs)
-                out.append({"path": path, "session": session,
-                            "devices": [device for device in devs if device.lun == kernel_lun],
-                            "others": [device for device in devs if device.lun != kernel_lun]})
-        return out
+        return [{"path": found.path, "session": found.session, "devices": found.devices, "others": found.others}
+                for found in path_objects(self.fs, paths, self.iface, self.kernel_lun)]
 
     def find_attached(self, paths: list[Path]) -> tuple[list[ScsiDevice], DmMap | None] | None:
         """(devices, map) when the volume is fully attached as requested, else None (sysfs only)."""

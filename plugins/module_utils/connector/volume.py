@@ -3,18 +3,25 @@
 # Apache License 2.0 (see LICENSE)
 """What a volume is made of, at the bottom of the connector: its paths (portal, target IQN, LUN).
 
-This module imports no other module of the connector (``scsi`` and ``validate`` for type checking only): every
-other module may import it, and none of them is imported back (tests/unit/.../test_import_graph.py).
+``path_objects()`` is the one query of "which sessions and LUN devices are this volume's paths'": the attach's view
+of the volume (``Connector.state``) and the detach plan both ask it, and no other code matches sessions to paths.
+
+This module imports only ``scsi`` (the sysfs reader, which imports nothing of ours back) and, for type checking,
+``validate``: every other module may import it, and none of them is imported back
+(tests/unit/plugins/module_utils/connector/test_import_graph.py).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import socket
 
+from . import scsi
+
 if TYPE_CHECKING:
-    from .scsi import Session
+    from .hostfs import HostFS
+    from .scsi import ScsiDevice, Session
     from .validate import Portal
 
 
@@ -76,3 +83,41 @@ def session_matches(session: Session, path: Path, iface: str | None) -> bool:
     if getattr(path, "name", None):
         want.add(str(path.name).lower())
     return bool(have & want)
+
+
+class PathObjects(object):
+    """One session of a path, with the devices of the path's LUN on it (``devices``) and, when asked, the other
+    LUNs the session carries (``others``: another volume's, never this one's)."""
+
+    __slots__ = ("path", "session", "devices", "others")
+
+    def __init__(self, path: Path, session: Session, devices: list[ScsiDevice], others: list[ScsiDevice]) -> None:
+        self.path = path
+        self.session = session
+        self.devices = devices
+        self.others = others
+
+
+def path_objects(fs: HostFS, paths: Iterable[Path], iface: str | None, kernel_lun: Callable,
+                 sessions: list[Session] | None = None, devices: bool = True, others: bool = True) -> list[PathObjects]:
+    """The sessions of ``paths`` on ``iface`` (``session_matches``) and on each, the devices of the path's LUN in
+    the form the session shows it (``kernel_lun(path, session, session_devices)``); a path without a LUN (a
+    session-only logout) or ``devices=False`` gets none.  ``others=False`` reads only the LUN's devices (a detach
+    needs no details of the other LUNs: one sysfs listing per session)."""
+    sessions = scsi.iscsi_sessions(fs) if sessions is None else sessions
+    out = []
+    for path in paths:
+        for session in sessions:
+            if not session_matches(session, path, iface):
+                continue
+            if not devices or path.lun is None:
+                out.append(PathObjects(path, session, [], []))
+                continue
+            found = scsi.session_devices(fs, session, with_details=others)
+            lun = kernel_lun(path, session, found)
+            if others:
+                out.append(PathObjects(path, session, [dev for dev in found if dev.lun == lun],
+                                       [dev for dev in found if dev.lun != lun]))
+            else:
+                out.append(PathObjects(path, session, scsi.session_devices(fs, session, lun=lun), []))
+    return out
