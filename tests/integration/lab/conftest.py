@@ -222,5 +222,6 @@ def ansible_lab(lab, lab_inventory, tmp_path_factory):
     cdir = tmp_path_factory.mktemp("collections")
     ns = cdir / "ansible_collections" / "brick"
     ns.mkdir(parents=True)
-    (ns / "storage").symlink_to(REPO, target_is_directory=True)
+    # BRICK_LAB_COLLECTION (see guestrun.py): the roles and modules of another build of the collection
+    (ns / "storage").symlink_to(os.environ.get("BRICK_LAB_COLLECTION") or REPO, target_is_directory=True)
     return AnsibleLab(lab_inventory, cdir)

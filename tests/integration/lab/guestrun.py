@@ -13,6 +13,9 @@ import subprocess
 import tarfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+# BRICK_LAB_COLLECTION=/path/to/ansible_collections/brick/storage: run the modules of another build of the
+# collection (for example an older commit's, to show that a new lab test fails on the old code); default: this repo
+COLLECTION = os.environ.get("BRICK_LAB_COLLECTION") or REPO
 GUEST_DIR = "/opt/brick-run"
 
 DRIVER = r'''
@@ -60,7 +63,7 @@ def _payload():
         tar.add(mu, arcname="ansible/module_utils",
                 filter=lambda ti: None if "__pycache__" in ti.name else ti)
         for sub in ("plugins/modules", "plugins/module_utils", "plugins/doc_fragments"):
-            tar.add(os.path.join(REPO, sub), arcname="ansible_collections/brick/storage/" + sub,
+            tar.add(os.path.join(COLLECTION, sub), arcname="ansible_collections/brick/storage/" + sub,
                     filter=lambda ti: None if "__pycache__" in ti.name else ti)
         for d in ("ansible_collections", "ansible_collections/brick", "ansible_collections/brick/storage",
                   "ansible_collections/brick/storage/plugins"):
