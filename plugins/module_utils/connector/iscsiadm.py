@@ -406,10 +406,7 @@ class NodeDB(object):
         argv = self.argv(path, "--op", "update")
         for key, value in settings:
             argv += ["-n", key, "-v", value]
-        if not auth_params:
-            self.run(argv)
-            return
-        self._update_with_auth(path, argv, auth_params)
+        self._update_owned(path, argv, auth_params)
 
     def _create(self, path, journal):
         """``--op new`` (the flat file nodes/IQN/ADDR,PORT), entered in the ledger under the same lock.  A record
@@ -433,20 +430,45 @@ class NodeDB(object):
         finally:
             conn.node_lock.release()
 
-    def _update_with_auth(self, path, argv, auth_params):
-        """CHAP: the credentials go into the record file itself (mode 0600), never on a command line, where any
-        local user could read them in /proc/PID/cmdline.  Same lock as iscsiadm's writes, and open-iscsi's own."""
+    def _update_owned(self, path, argv, auth_params):
+        """The attach's settings (``--op update``) and, with CHAP, the credentials written into the record file
+        itself (mode 0600), never on a command line, where any local user could read them in /proc/PID/cmdline.
+        Under the node lock: the records are checked to be still ours first (an admin's iscsiadm since the check
+        makes them theirs), and the ledger gets their new fingerprints after (records.py)."""
         from .chap import NODE_AUTH_KEYS
         self.conn.node_lock.acquire()
         try:
-            self.run(argv, locked=True)
             files = self.record_files(path)
             if not files:
-                raise AttachError("the node record of %s was not found after it was written: its CHAP credentials "
-                                  "cannot be set" % path, hint="check /etc/iscsi/nodes (or /var/lib/iscsi/nodes)")
-            self.write_records(files, NODE_AUTH_KEYS, auth_params)
+                raise AttachError("the node record of %s was not found after it was written: its settings cannot "
+                                  "be set" % path, hint="check /etc/iscsi/nodes (or /var/lib/iscsi/nodes)")
+            mine = self.owned_files(files)
+            theirs = [record for record in files if record not in mine]
+            if theirs:
+                raise AttachError("the node record %s of %s was changed by someone else while the attach prepared "
+                                  "it: it is the admin's now and is not rewritten" % (", ".join(theirs), path),
+                                  hint="run the attach again: it then uses that record as it is")
+            try:
+                self.run(argv, locked=True)
+                if auth_params:
+                    self.write_records(files, NODE_AUTH_KEYS, auth_params)
+            finally:
+                self._refresh(files)
         finally:
             self.conn.node_lock.release()
+
+    def _refresh(self, files):
+        """After the collection's own write of ``files`` (records it owned just before, node lock held): their
+        ledger entries get the fingerprint of what they hold now, so that they stay ours."""
+        if not files:
+            return
+        ledger = self.ledger()
+        try:
+            ledger.refresh(files)
+        except (IOError, OSError) as err:
+            self.conn.warnings.append("the ledger of node records %s could not be updated (%s): the records %s now "
+                                      "count as the admin's (a detach leaves them behind)" % (
+                                          ledger.path, err, ", ".join(files)))
 
     def restore(self, journal, path=None):
         """Put back the records saved by prepare() (all, or those of ``path``): byte for byte."""
@@ -462,7 +484,10 @@ class NodeDB(object):
                     _path, record, text = item
                     try:
                         if text is not None and self.fs.is_private_file(record) and self.fs.read_raw(record) != text:
+                            if not self.ledger().owns(record):
+                                raise OSError("it was changed by someone else meanwhile: it is the admin's now")
                             write_record_file(self.fs, record, text)
+                            self._refresh([record])
                     except (IOError, OSError) as e:
                         left.append("node record %s (not restored: %s)" % (record, e))
                     journal.saved.remove(item)
@@ -477,13 +502,13 @@ class NodeDB(object):
         (the unit scans them), not every LUN of the target."""
         from . import boot
         every = [f for p in paths for f in self.record_files(p)]
-        files = self.owned_files(every)  # never an admin's record (its LUN is still recorded for the boot unit)
         if not every:
             return
         conn = self.conn
         settings = list(BOOT_SETTINGS)
         conn.node_lock.acquire()
         try:
+            files = self.owned_files(every)  # never an admin's record (its LUN is still recorded for the boot unit)
             if conn.startup == "automatic" and boot.boot_unit_enabled(self.fs):
                 try:
                     boot.record_paths(conn, paths)
@@ -492,7 +517,10 @@ class NodeDB(object):
                     conn.warnings.append("the LUN is not recorded for the boot unit (%s): after a reboot every LUN "
                                          "of the target comes back (node.session.scan = auto)" % e)
             if files:
-                self.write_records(files, [key for key, _value in settings], settings)
+                try:
+                    self.write_records(files, [key for key, _value in settings], settings)
+                finally:
+                    self._refresh(files)
         except (IOError, OSError, BrickError) as e:
             conn.warnings.append("the node records keep the attach's short login bounds (%s): a boot that finds the "
                                  "target late may give up" % e)

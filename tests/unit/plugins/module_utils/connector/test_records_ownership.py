@@ -209,3 +209,91 @@ def test_check_mode_predicts_the_refusal(host):
     with pytest.raises(AttachError):
         c.connect(paths([P1]), check_mode=True)
     assert c.runner.history == [] and host.snapshot() == before
+
+
+# -- a record of ours that the admin rewrites is the admin's from then on (its fingerprint, records.py) ----------
+def _attached_then_logged_out(h, **kw):
+    """Our record of P1 (made by an attach), its session logged out: the record stays, in the ledger."""
+    conn(h, multipath="off", **kw).connect(paths([P1]))
+    rc, _out, err = h.run("iscsiadm", "-m", "session", "-r", "1", "--logout")
+    assert rc == 0, err
+    assert records.Ledger(h.fs).owns(FLAT)
+
+
+def test_the_admins_op_new_over_our_record_makes_it_theirs(host):
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    _attached_then_logged_out(host)
+    admin(host, P1)  # the admin's own static record of the same portal and iface, written over ours
+    record = host.fs.read_raw(FLAT)
+    d = conn(host)
+    d.disconnect(paths([P1]))
+    assert not any("--op delete" in a for a in argvs(d)), argvs(d)
+    assert host.fs.read_raw(FLAT) == record
+    assert not records.Ledger(host.fs).owns(FLAT)
+
+
+def test_the_admins_op_update_of_our_record_makes_it_theirs(host):
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    _attached_then_logged_out(host)
+    rc, _out, err = host.run("iscsiadm", "-m", "node", "-T", IQN, "-p", P1, "-I", "default",
+                             "-o", "update", "-n", "node.startup", "-v", "manual")
+    assert rc == 0, err
+    record = host.fs.read_raw(FLAT)
+    c = conn(host, multipath="off")
+    assert c.connect(paths([P1]))["device"]
+    assert not any("--op update" in a or "--op new" in a for a in argvs(c)), argvs(c)
+    assert host.fs.read_raw(FLAT) == record
+    assert any(FLAT in w and "as it is" in w for w in c.warnings), c.warnings
+    d = conn(host)
+    assert d.disconnect(paths([P1]))["changed"] is True and host.sessions(IQN) == []
+    assert not any("--op delete" in a for a in argvs(d)), argvs(d)
+    assert host.fs.read_raw(FLAT) == record
+
+
+def _enable_boot_unit(h):
+    from connector import boot
+    os.makedirs(h.fs.path(os.path.dirname(boot.BOOT_UNIT_ENABLED)), exist_ok=True)
+    h.fs.write_private(boot.BOOT_UNIT_FILE, "[Unit]\n")
+    os.symlink(boot.BOOT_UNIT_FILE, h.fs.path(boot.BOOT_UNIT_ENABLED))
+
+
+@pytest.mark.parametrize("boot_unit", [False, True])
+def test_our_own_writes_keep_the_record_ours(host, boot_unit):
+    """--op new, --op update, the CHAP lines, the boot settings, a second attach's writes and a failed attach's
+    restore are all the collection's: the detach still deletes the record."""
+    host.add_target(IQN, portals=[P1], luns={0: 64}, chap=("alice", SECRET))
+    if boot_unit:
+        _enable_boot_unit(host)
+    auth = iscsi.Auth("alice", SECRET)
+    _attached_then_logged_out(host, auth=auth)
+    assert "node.session.auth.password" in host.fs.read_raw(FLAT)
+    conn(host, multipath="off", auth=auth).connect(paths([P1]))  # a re-attach: the record saved, then rewritten
+    assert records.Ledger(host.fs).owns(FLAT)
+    host.run("iscsiadm", "-m", "session", "-r", "2", "--logout")
+    with pytest.raises(AttachError):  # no such LUN: the record is put back as it was
+        conn(host, multipath="off", auth=auth, device_wait=0.2).connect(paths([P1], lun=5))
+    assert records.Ledger(host.fs).owns(FLAT)
+    d = conn(host)
+    assert d.disconnect(paths([P1]))["changed"] is True
+    assert any("--op delete" in a for a in argvs(d)), argvs(d)
+    assert not host.fs.lexists(FLAT) and not host.fs.lexists(records.LEDGER)
+
+
+def test_an_entry_of_an_older_ledger_without_fingerprint_is_not_ours(host):
+    host.add_target(IQN, portals=[P1], luns={0: 64})
+    _attached_then_logged_out(host)
+    old = {"version": 1, "nodes": [{"file": FLAT, "iqn": IQN, "portal": P1, "iface": "default"}]}
+    host.fs.write_private(records.LEDGER, json.dumps(old))
+    d = conn(host)
+    assert d.disconnect(paths([P1]))["changed"] is False and host.fs.lexists(FLAT)
+
+
+def test_the_ledger_holds_a_keyed_fingerprint_and_no_secret(host):
+    host.add_target(IQN, portals=[P1], luns={0: 64}, chap=("alice", SECRET))
+    _attached_then_logged_out(host, auth=iscsi.Auth("alice", SECRET))
+    data = json.loads(open(host.fs.path(records.LEDGER)).read())
+    (entry,) = data["nodes"]
+    import hashlib
+    plain = hashlib.sha256(open(host.fs.path(FLAT), "rb").read()).hexdigest()
+    assert len(entry["fingerprint"]) == 64 and entry["fingerprint"] != plain and len(data["key"]) == 64
+    assert SECRET not in json.dumps(data)

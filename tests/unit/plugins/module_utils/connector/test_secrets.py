@@ -107,7 +107,6 @@ def test_existing_record_gets_every_auth_line_replaced(host):
     keys (no stale pair)."""
     host.add_target(IQN, portals=[P1], luns={0: 64}, chap=("alice", SECRET))
     host.run("iscsiadm", "-m", "node", "-T", IQN, "-p", P1, "-I", "default", "--op", "new")
-    records.Ledger(host.fs).add("/etc/iscsi/nodes/%s/10.0.0.1,3260" % IQN, IQN, P1, "default")
     (rec,) = node_files(host)
     with open(rec) as f:
         text = f.read()
@@ -115,6 +114,8 @@ def test_existing_record_gets_every_auth_line_replaced(host):
                                         "old-secret\n# END RECORD")
     with open(rec, "w") as f:
         f.write(text)
+    # the earlier attach's ledger entry: the fingerprint of the record as that attach left it
+    records.Ledger(host.fs).add("/etc/iscsi/nodes/%s/10.0.0.1,3260" % IQN, IQN, P1, "default")
     c = connector(host, auth=iscsi.Auth("alice", SECRET), multipath="off")
     c.connect(iscsi.build_paths([P1], [IQN], [0]))
     text = open(rec).read()
@@ -134,6 +135,14 @@ def test_record_that_is_a_link_is_refused(host, tmp_path):
     c = connector(host, auth=iscsi.Auth("alice", SECRET), multipath="off")
     with pytest.raises(AttachError) as ei:
         c.connect(iscsi.build_paths([P1], [IQN], [0]))
+    # a record replaced by a link no longer holds what the collection wrote: it is not ours (records.py)
+    assert "was not created by brick.storage" in str(ei.value)
+    assert SECRET not in elsewhere.read_text()
+    # and the write itself refuses a link, whoever calls it
+    from connector.iscsiadm import write_record
+    with pytest.raises(AttachError) as ei:
+        write_record(host.fs, "/etc/iscsi/nodes/%s/10.0.0.1,3260" % IQN, ("node.session.auth.password",),
+                     [("node.session.auth.password", SECRET)])
     assert "refusing to write CHAP credentials" in str(ei.value)
     assert SECRET not in elsewhere.read_text()
 
