@@ -24,6 +24,20 @@ def verify(conn, devs, dm_map, fresh=(), rescan=True, maps=()):
     serves the WWID it was made for (its uuid): a map whose WWID is not the volume's is another volume's, even when
     the devices in it now report the volume's WWID (a LUN the array reused behind an old map).
     Raises VolumeMismatch, naming every device, map and WWID, when they disagree; returns the WWID."""
+    all_maps = ([dm_map] if dm_map is not None else []) + [
+        m for m in maps if m is not None and (dm_map is None or m.dm != dm_map.dm)]
+    expected = conn.wwid
+    others = [m for m in all_maps if expected and m.wwid != expected]
+    if others:
+        # a map of another WWID holds these devices: another volume's, refused before the rescan (a rescan that
+        # finds a new WWID makes multipathd take the path out of that map, and flush it when nothing uses it)
+        raise VolumeMismatch(
+            "expected WWID %s, but %s: another volume's map; nothing was changed (not even a rescan)" % (
+                expected, "; ".join("map %s (%s) serves %s and holds %s" % (m.name, m.dev, m.wwid, ", ".join(
+                    sorted(d.dev for d in devs if d.name in m.slaves))) for m in others)),
+            hint="if the array re-mapped the LUN, detach the old volume with state=absent and its wwid (%s), then "
+                 "attach again; else correct wwid" % others[0].wwid,
+            expected_wwid=expected, wwids=dict((d.dev, d.wwid) for d in devs), map_wwid=others[0].wwid)
     stale = [d for d in devs if d.name not in fresh]
     if rescan and stale:
         slow = kernel_writes.rescan(conn.fs, stale, timeout=conn.rescan_timeout)
@@ -32,9 +46,6 @@ def verify(conn, devs, dm_map, fresh=(), rescan=True, maps=()):
                 ", ".join(slow), conn.rescan_timeout))
         for dev in stale:
             dev.wwid = scsi.read_wwid(conn.fs, dev)
-    all_maps = ([dm_map] if dm_map is not None else []) + [
-        m for m in maps if m is not None and (dm_map is None or m.dm != dm_map.dm)]
-    expected = conn.wwid
     want = expected or (all_maps[0].wwid if all_maps else None)
     wwids = sorted(set(d.wwid for d in devs if d.wwid))
     bad = [d for d in devs if d.wwid and want and d.wwid != want]

@@ -212,3 +212,22 @@ def test_a_rerun_refuses_a_path_that_sits_in_the_old_map_of_a_reused_lun(host):
     assert c.runner.history == [] and slaves(host, dm) == [stale]
     assert {k: v for k, v in host.snapshot().items() if not k.endswith("/wwid")} == \
         {k: v for k, v in snap.items() if not k.endswith("/wwid")}
+
+
+def test_an_attach_with_a_new_wwid_refuses_the_old_map_before_any_rescan(host):
+    """The fuzzer's case: a map of W0 over both paths, the array re-maps the LUN (another size) to X, an attach with
+    wwid X.  Its paths sit in W0's map: another volume's, refused before the rescan.  A rescan would read the new
+    capacity and WWID, and multipathd would take both paths out of W0's map and flush it (kernel 6.1, 0.9.4)."""
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64})
+    first = conn(host).connect(paths([P1, P2]))
+    dm = first["device"][5:]
+    before = slaves(host, dm)
+    new = host.remap_lun(IQN, 0, size_mb=128)
+    c = conn(host, wwid=new["wwid"])
+    with pytest.raises(VolumeMismatch) as ei:
+        c.connect(paths([P1, P2]))
+    assert "another volume's map" in str(ei.value) and first["wwid"] in str(ei.value)
+    assert host.fs.exists("/sys/block/%s" % dm) and slaves(host, dm) == before
+    assert c.runner.history == []
+    # the kernel still shows the old identity: nothing was rescanned
+    assert all(disk["wwid"] == first["wwid"] for disk in host.disks().values())
