@@ -5,6 +5,8 @@
   cannot run here; with BRICK_REQUIRE_LAB=1 that is a failure instead.
 * ``lab_ready`` (module, autouse): every test module starts from the saved
   "ready" state (boot.sh reset, ~4 s).
+* ``gm`` (with ``guest``, module): the collection's modules run in the guest (guestrun.py), on a guest reset to
+  "ready" before every test but the first of a module.
 * ``lab_inventory``: path to tests/lab/inventory.yml.
 * ``ansible_lab``: run ``ansible`` / ``ansible-playbook`` against the guest.
 
@@ -134,6 +136,24 @@ def lab_ready(lab):
     else:
         lab.reset()
     return lab
+
+
+@pytest.fixture(scope="module")
+def guest(lab, lab_ready):
+    """The modules of the collection installed in the guest (guestrun.py), once per test module."""
+    from guestrun import GuestModules
+    return {"gm": GuestModules(lab), "used": False}
+
+
+@pytest.fixture
+def gm(lab, guest):
+    """The guest modules, on a guest in "ready" state: every test but the first of a module resets it (remapped
+    LUNs, blocked portals, holders and records must not leak into the next test)."""
+    if guest["used"]:
+        lab.reset()
+        guest["gm"].installed = False
+    guest["used"] = True
+    return guest["gm"]
 
 
 @pytest.fixture(scope="session")

@@ -112,3 +112,10 @@ class GuestModules:
         else:
             assert not res.get("failed"), "%s failed: %s" % (name, json.dumps(res, indent=1))
         return res
+
+
+def sh(lab, cmd, timeout=120, ok=(0,)):
+    """Run a shell command in the guest; fail the test (showing its output) unless its exit code is in ``ok``."""
+    rc, out, err = lab.ssh(cmd, timeout=timeout)
+    assert rc in ok, "guest: %s\nrc=%s\n%s\n%s" % (cmd, rc, out, err)
+    return out

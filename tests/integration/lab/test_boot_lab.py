@@ -8,26 +8,9 @@ The lab target has LUNs 0 and 1 (the ready state); the real modules run inside t
 import json
 import pathlib
 
-import pytest
-
-from guestrun import GuestModules
 from test_volume_safety_lab import P1, P2, T, disks, maps, read_sha, sessions, sh, wait_for, write_pattern
 
 STATE = "/var/lib/brick-storage/boot-luns/%s.json" % T
-
-
-@pytest.fixture(scope="module")
-def guest(lab, lab_ready):
-    return {"gm": GuestModules(lab), "used": False}
-
-
-@pytest.fixture
-def gm(lab, guest):
-    if guest["used"]:
-        lab.reset()
-        guest["gm"].installed = False
-    guest["used"] = True
-    return guest["gm"]
 
 
 def install_boot_unit(ansible_lab, tmp_path):

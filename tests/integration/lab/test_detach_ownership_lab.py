@@ -7,34 +7,11 @@
 """
 import os
 
-import pytest
-
-from guestrun import GuestModules
+from guestrun import sh
 
 T = "iqn.2003-01.org.linux-iscsi.lab:target1"
 P1, P2 = "127.0.0.1:3260", "127.0.0.2:3260"
 MP = {"portals": [P1, P2], "iqn": [T], "lun": [0]}
-
-
-@pytest.fixture(scope="module")
-def guest(lab, lab_ready):
-    return {"gm": GuestModules(lab), "used": False}
-
-
-@pytest.fixture
-def gm(lab, guest):
-    """The guest modules on a guest in "ready" state (every test but the first resets it)."""
-    if guest["used"]:
-        lab.reset()
-        guest["gm"].installed = False
-    guest["used"] = True
-    return guest["gm"]
-
-
-def sh(lab, cmd, timeout=120, ok=(0,)):
-    rc, out, err = lab.ssh(cmd, timeout=timeout)
-    assert rc in ok, "guest: %s\nrc=%s\n%s\n%s" % (cmd, rc, out, err)
-    return out
 
 
 def sessions(lab):

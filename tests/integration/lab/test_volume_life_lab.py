@@ -6,23 +6,8 @@ import time
 
 import pytest
 
-from guestrun import GuestModules
 from test_volume_safety_lab import (P1, P2, T, disks, maps, read_sha, sessions, sh, wait_for,
                                     write_pattern)
-
-
-@pytest.fixture(scope="module")
-def guest(lab, lab_ready):
-    return {"gm": GuestModules(lab), "used": False}
-
-
-@pytest.fixture
-def gm(lab, guest):
-    if guest["used"]:
-        lab.reset()
-        guest["gm"].installed = False
-    guest["used"] = True
-    return guest["gm"]
 
 
 def records(lab):
