@@ -223,8 +223,17 @@ class Connector(object):
             self.warnings.append("the last login to %s (%s) failed %ds ago: check mode expects it to fail again and "
                                  "the host to stay as it is" % (path.portal, path.iqn,
                                                                 int(self.wall_clock() - failures.last_failure(path))))
-        with_device = set(entry["path"].key() for entry in self.state(paths) if entry["devices"])
+        state = self.state(paths)
+        with_device = set(entry["path"].key() for entry in state if entry["devices"])
+        live = set(entry["path"].key() for entry in state if entry["session"].state == "LOGGED_IN")
         to_scan = [path for path in paths if path not in login and path.key() not in with_device]
+        for path in [path for path in to_scan if path.key() not in live]:
+            # a LUN scan on a session in recovery (FAILED) finds nothing: the kernel cannot ask the target
+            self.warnings.append("the session to %s (%s) is %s: check mode expects the LUN scan there to find "
+                                 "nothing until it recovers" % (path.portal, path.iqn, ", ".join(sorted(set(
+                                     entry["session"].state or "unknown" for entry in state
+                                     if entry["path"].key() == path.key())))))
+        to_scan = [path for path in to_scan if path.key() in live]
         changed = len(failing) < len(login) or bool(to_scan)
         what = login or paths
         return {"changed": changed, "msg": "would attach %s" % ", ".join(repr(path) for path in what),

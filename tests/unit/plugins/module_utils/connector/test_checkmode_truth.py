@@ -78,3 +78,23 @@ def test_a_successful_login_clears_the_failure_and_check_mode_predicts_the_chang
     before = log.read_text()
     assert c.connect(paths([P1, P2]), check_mode=True)["changed"] is False
     assert log.read_text() == before
+
+
+def test_check_mode_predicts_no_scan_on_a_session_in_recovery(host, tmp_path):
+    """The fuzzer's case: the volume is attached on P1, P2's session (of another LUN) is FAILED and carries no
+    device of this LUN.  A LUN scan on a session in recovery finds nothing (the kernel cannot ask the target), so
+    the real run changes nothing: check mode must not predict a scan there."""
+    log = tmp_path / "failed-portals.json"
+    host.add_target(IQN, portals=[P1, P2], luns={0: 64, 1: 32})
+    conn(host, log).connect(iscsi.build_paths([P1, P2], [IQN], [0]))
+    conn(host, log).connect(iscsi.build_paths([P1, P2], [IQN], [1]))
+    out = conn(host, log).disconnect(iscsi.build_paths([P2], [IQN], [1]))  # LUN 1 leaves P2, its map stays on P1
+    assert out["changed"] and len(host.sessions(IQN)) == 2
+    host.path_fail(P2, session_state="FAILED")
+    both = iscsi.build_paths([P2, P1], [IQN], [1])
+    checker = conn(host, log)
+    predicted = checker.connect(both, check_mode=True)
+    real = conn(host, log).connect(both)
+    assert real["changed"] is False and real["failed_paths"]
+    assert predicted["changed"] is real["changed"], predicted
+    assert any(P2 in warning and "FAILED" in warning for warning in checker.warnings), checker.warnings
