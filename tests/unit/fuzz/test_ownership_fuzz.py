@@ -328,6 +328,9 @@ def _link_problems(before, after, scope, frozen, protected):
     problems = []
     other = list(frozen.values()) + list(protected.values())
     still = [d for k, d in after["devices"].items() if k in frozen or k in protected]
+    # a WWID that the step's own devices serve is the step's volume, reached on another iface or portal too: its
+    # by-id links move when the step's path joins that volume's map (udev and multipathd's doing)
+    mine = set(d["wwid"] for k, d in after["devices"].items() if scope.device_in(k, d) and k not in protected)
     for rel, target in before["links"].items():
         key = bypath_key(rel)
         if key is not None:
@@ -339,7 +342,7 @@ def _link_problems(before, after, scope, frozen, protected):
         if wwid is None:
             continue
         needs_part = "-part" in rel.rsplit("/", 1)[-1]
-        if any(d["wwid"] == wwid for d in other) and any(d["wwid"] == wwid for d in still):
+        if wwid not in mine and any(d["wwid"] == wwid for d in other) and any(d["wwid"] == wwid for d in still):
             if rel not in after["links"]:
                 if needs_part and not any(d["wwid"] == wwid and d["parts"] for d in still):
                     continue
