@@ -131,12 +131,13 @@ class Connector(object):
         return devs, dm_map
 
     def _fingerprint(self, paths):
-        """What of the volume exists (sessions, devices, map), to tell a real change from a re-run."""
+        """What of the volume exists (sessions, devices with the WWID and size the kernel shows, map), to tell a
+        real change from a re-run (a rescan that found a re-mapped LUN changes the device, not its path)."""
         out = []
         for entry in self.state(paths):
             out.append(("session", entry["session"].sid))
             for dev in entry["devices"]:
-                out.append(("device", dev.path))
+                out.append(("device", dev.path, dev.wwid or "", identity.size_of(self.fs, dev.name) if dev.name else 0))
                 dm_map = scsi.multipath_of(self.fs, dev.name) if dev.name else None
                 if dm_map is not None:
                     out.append(("map", dm_map.uuid, tuple(sorted(dm_map.slaves))))
@@ -200,7 +201,7 @@ class Connector(object):
             res = attach.Attacher(self, self.db, paths, self._use_multipath(paths), journal).run()
             # a re-run that could not heal a dead portal leaves the host as it was: that is no change (an attach
             # that logged in or scanned a device changed the host: no second look needed)
-            made = journal.sessions or journal.devices
+            made = journal.sessions or journal.devices or journal.wwid  # (wwid: added to /etc/multipath/wwids)
             res["changed"] = bool(made) or self._fingerprint(paths) != before
             return res
         except BaseException as err:
