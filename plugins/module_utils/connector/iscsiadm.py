@@ -16,7 +16,7 @@ import stat
 import time
 
 from .errors import AttachError, BrickError
-from .records import Ledger, record_iface
+from .records import Ledger, record_iface, record_settings
 from .runner import Result
 
 NODE_DIRS = ("/etc/iscsi/nodes", "/var/lib/iscsi/nodes")
@@ -46,18 +46,6 @@ NOT_OURS_HINT = ("open-iscsi keeps one static record per portal for all ifaces (
                  "use the iface of that record, or give each iface a discovered record (iscsiadm -m discovery -t "
                  "sendtargets -p PORTAL -I IFACE, which replaces the flat one) and attach again: the attach then "
                  "logs in through it as it is")
-
-
-def record_settings(text, keys):
-    """{key: value} of the ``keys`` lines of record ``text`` (the last line of a key wins; ``<empty>`` is "")."""
-    found = {}
-    for line in (text or "").splitlines():
-        if "=" not in line or line.lstrip().startswith("#"):
-            continue
-        key, value = (part.strip() for part in line.split("=", 1))
-        if key in keys:
-            found[key] = "" if value == "<empty>" else value
-    return found
 
 
 def record_with(text, keys, params):
@@ -312,8 +300,7 @@ class NodeDB(object):
         """Those of record ``files`` that the collection created (records.py)."""
         if not files:
             return []
-        ledger = self.ledger()
-        return [record for record in files if ledger.owns(record)]
+        return self.ledger().owned(files)
 
     def ours(self, path):
         """Whether ``path`` (target, portal, this iface) has a node record that the collection created."""

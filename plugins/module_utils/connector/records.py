@@ -44,13 +44,22 @@ VERSION = 2
 KEY_BYTES = 32
 
 
+def record_settings(text, keys) -> dict:
+    """{key: value} of the ``keys`` lines of record ``text`` (the last line of a key wins; ``<empty>`` is "")."""
+    found = {}
+    for line in (text or "").splitlines():
+        if "=" not in line or line.lstrip().startswith("#"):
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        if key in keys:
+            found[key] = "" if value == "<empty>" else value
+    return found
+
+
 def record_iface(fs, record: str) -> str:
     """The iface a record file is for (its last ``iface.iscsi_ifacename`` line; ``default`` without one)."""
-    iface = None
-    for line in (fs.read_raw(record) or "").splitlines():
-        if line.split("=", 1)[0].strip() == "iface.iscsi_ifacename" and "=" in line:
-            iface = line.split("=", 1)[1].strip()
-    return iface or "default"
+    key = "iface.iscsi_ifacename"
+    return record_settings(fs.read_raw(record), (key,)).get(key) or "default"
 
 
 class LedgerError(OSError):
@@ -109,10 +118,12 @@ class Ledger(object):
 
     def owns(self, record: str) -> bool:
         """Whether record file ``record`` is one the collection created and still holds what it last wrote."""
-        for entry in self.entries():
-            if entry["file"] == record:
-                return self._current(entry)
-        return False
+        return bool(self.owned([record]))
+
+    def owned(self, records: list[str]) -> list[str]:
+        """Those of ``records`` that are ours (see owns()), from one read of the ledger."""
+        by_file = dict((entry["file"], entry) for entry in self.entries())
+        return [record for record in records if record in by_file and self._current(by_file[record])]
 
     def _current(self, entry: dict) -> bool:
         """Whether ``entry``'s file holds what the collection last wrote (its fingerprint)."""
